@@ -1,0 +1,141 @@
+"""The ``spatialstats`` command: statistics of phase-map files, and the VAE's commands when present."""
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import ops
+from .io import image_labels, label_array, read_array
+
+DESCRIPTION = """\
+Exact two-point statistics of microstructure images.
+
+  spatialstats stats IMAGE --out S2.npy [--plot S2.png] [--cutoff K] [--no-periodic] [--mask MASK]
+
+S_ij(r) is the probability that a point lies in phase i and the point r pixels away in phase j
+(periodic: across the image edge; non-periodic: only pairs inside the image, each displacement
+normalised by its number of pairs). The output has 2K + 1 entries per axis; index K + r holds r.
+"""
+
+STATS_EPILOG = """\
+inputs:
+  .npy        a 2D label image or 3D label volume of integers 0..n-1 (the value is the phase)
+  .png/.tif   a 2D phase map (a multi-page TIFF is a 3D volume); its distinct grey values or
+              colours, sorted, become phases 0..n-1 (the mapping is printed)
+output:
+  OUT.npy     float64 array (P, *window): the auto-correlation of each chosen phase, then with
+              --cross the cross-correlations (i, j), i < j; the order is printed
+examples:
+  spatialstats stats alloy.png --cutoff 32 --no-periodic --out alloy_s2.npy --plot alloy_s2.png
+  spatialstats stats volume.npy --phases 1 --out s2.npy
+"""
+
+
+def _cutoff(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or comma-separated ints, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _read_labels(path):
+    """(labels, phase names) of a phase-map file."""
+    array = read_array(path)
+    if str(path).lower().endswith(".npy"):
+        labels = label_array(array, name=str(path))
+        return labels, [str(p) for p in range(int(labels.max()) + 1)]
+    labels, values = image_labels(array, name=str(path))
+    return labels, [f"value {v}" for v in values]
+
+
+def _read_mask(path, shape):
+    array = read_array(path)
+    if array.ndim == len(shape) + 1 and array.shape[-1] in (3, 4):
+        array = array[..., :3].max(axis=-1)
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{path}: mask shape {tuple(array.shape)} differs from the image shape {tuple(shape)}")
+    return array != 0
+
+
+def run_stats(args):
+    labels, names = _read_labels(args.image)
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"{args.image}: expected a 2D image or a 3D volume, got shape {labels.shape}")
+    mask = _read_mask(args.mask, labels.shape) if args.mask else None
+    result = ops.two_point_all(
+        labels,
+        spatial_dims=labels.ndim,
+        phases=args.phases,
+        pairs="all" if args.cross else "auto",
+        cutoff=args.cutoff,
+        periodic=args.periodic,
+        mask=mask,
+        backend=args.backend,
+    )
+    stats = result.stats
+    inside = mask if mask is not None else np.ones(labels.shape, dtype=bool)
+    print(f"{args.image}: {'x'.join(map(str, labels.shape))}, {len(names)} phases, window {'x'.join(map(str, stats.shape[1:]))}")
+    for phase, name in enumerate(names):
+        print(f"  phase {phase} ({name}): volume fraction {np.mean(labels[inside] == phase):.6f}")
+    np.save(args.out, stats)
+    print(f"wrote {args.out}: statistics {', '.join(f'S{i}{j}' for i, j in result.pairs)} along axis 0")
+    if args.plot:
+        from .plot import plot_statistics
+
+        plot_statistics(stats, result.pairs, args.plot, title=str(args.image))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="spatialstats", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    stats = commands.add_parser(
+        "stats",
+        help="two-point statistics of a phase-map image or volume",
+        description="Two-point statistics of every phase of a phase map, written as .npy (and .png).",
+        epilog=STATS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stats.add_argument("image", help="phase map: .npy label array, or .png/.tif(f) image")
+    stats.add_argument("--out", required=True, help="where to write the statistics (.npy)")
+    stats.add_argument("--plot", help="also draw the S2 maps into this PNG")
+    stats.add_argument("--cutoff", type=_cutoff, default=None,
+                       help="window half-width K in pixels, or one per axis as K0,K1[,K2] "
+                            "(default: every distinct displacement)")
+    stats.add_argument("--periodic", action=argparse.BooleanOptionalAction, default=True,
+                       help="wrap pairs around the image edges (default) or, with --no-periodic, "
+                            "count only pairs inside the image")
+    stats.add_argument("--mask", help="file of the image's shape, non-zero where the image is valid")
+    stats.add_argument("--phases", type=int, nargs="+", help="only these phases (default: all)")
+    stats.add_argument("--cross", action="store_true", help="also the cross-correlations of every pair of phases")
+    stats.add_argument("--backend", default="auto", choices=("auto",) + ops.BACKENDS, help="computation backend")
+    stats.set_defaults(handler=run_stats)
+    try:
+        from model.cli import add_commands
+    except ImportError:
+        add_commands = None
+    if add_commands is not None:
+        add_commands(commands)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.handler(args)
+    except (ValueError, TypeError, ImportError, OSError, ops.BackendUnavailableError) as error:
+        print(f"spatialstats {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Reading phase maps from .npy, .png and .tif(f) files, and turning them into label images."""
+
+import os
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".npy", ".png", ".tif", ".tiff")
+MAX_IMAGE_PHASES = 16
+
+
+def read_array(path):
+    """The array stored in ``path``: .npy as saved; .png/.tif(f) as (H, W) or (H, W, channels),
+    a multi-page TIFF as (pages, H, W)."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{path}: not a readable .npy file ({error})") from None
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ImportError("reading .png/.tif files needs Pillow: pip install 'spatialstats[plot]'") from None
+    try:
+        with Image.open(path) as image:
+            pages = []
+            for index in range(getattr(image, "n_frames", 1)):
+                image.seek(index)
+                pages.append(np.asarray(image.convert("RGB") if image.mode == "P" else image))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+    return pages[0] if len(pages) == 1 else np.stack(pages)
+
+
+def image_labels(array, name="image"):
+    """(labels, values): phases 0..n-1 numbered by the sorted distinct values (or colours) of an image.
+
+    ``array``: (H, W), (H, W, 3|4) colour, or (D, H, W). ``values[p]`` is the grey value or colour of phase p.
+    """
+    array = np.asarray(array)
+    colour = array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8
+    flat = array.reshape(-1, array.shape[-1]) if colour else array.reshape(-1, 1)
+    values, inverse = np.unique(flat, axis=0, return_inverse=True)
+    if len(values) > MAX_IMAGE_PHASES:
+        raise ValueError(
+            f"{name} has {len(values)} distinct values; a phase map should have a few (at most "
+            f"{MAX_IMAGE_PHASES}): threshold or segment the image first"
+        )
+    shape = array.shape[:-1] if colour else array.shape
+    return inverse.reshape(shape).astype(np.int64), [tuple(v) if colour else v[0].item() for v in values]
+
+
+def label_array(array, name="image"):
+    """Labels from a stored label array: integers (or integral floats) >= 0 are the phases themselves."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        return array.astype(np.int64)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise ValueError(f"{name} holds non-integer values; expected a label image of phases 0..n-1")
+    elif array.dtype.kind not in "iu":
+        raise ValueError(f"{name} has dtype {array.dtype}; expected a label image of integers 0..n-1")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} has negative labels; expected phases 0..n-1")
+    return array.astype(np.int64)
