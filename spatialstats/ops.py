@@ -263,12 +263,36 @@ def _fft_cost(batch, n_channels, n_pairs, spatial_shape, window, periodic):
     return batch * (n_channels + n_pairs) * size * max(np.log2(size), 1.0)
 
 
-# Seconds per unit of cost, per backend and device type, measured with bench/sweep.py; a direct
+# Seconds per unit of cost, per backend and device type, relative to the FFT path (1.0); a direct
 # backend is chosen when its time estimate is below the FFT's. Backends not listed are never chosen
-# by "auto" on that device type.
+# by "auto" on that device type. bench/sweep.py fits these ratios to its measurements.
+# ("triton", "cuda") is a roofline estimate for an H100 SXM (3.35 TB/s, 495 TFLOP/s dense TF32),
+# float32 at the default precision (tf32x3), until measured:
+#   fft: memory-bound; rfftn, channel gathers, spectrum product and irfftn move ~22 bytes per grid
+#     point per transform, plus ~3 us per kernel: ~80 us for the statistics of 256 x 128^2 with one
+#     phase (1.2e8 units of B (C + P) G log2 G), 6.8e-13 s per unit;
+#   triton: B P G |W| multiply-adds on tensor cores, 3 TF32 products each (tf32x3): 8.2e13/s at
+#     peak; the 2k + 1 displacements padded to 16/32/64-wide tiles (~30% used at k = 8), ~50% of
+#     peak in the gather-fed loop, half the work for auto-correlations: ~50 us for the same
+#     statistics at k = 8 (1.2e9 units), 4.1e-14 s per unit.
+#   Ratio 0.06 (the loss, forward + backward, scales both by ~3): triton wins on 128^2 up to
+#   k = 10, on 64^3 up to k = 3. fp16/bf16 inputs need one TF32 product instead of three: faster
+#   than modelled (up to 3x in the products).
+# ("native", "cuda") is a roofline estimate on the same card, until measured: B P G |W| float32
+#   FMAs on the CUDA cores (3.35e13/s at peak) with two shared-memory loads per 3 to 8 of them,
+#   ~40% of peak, half the work for auto-correlations: 5.5e-14 s per unit, ratio 0.08 against the
+#   fft's 6.8e-13: native wins over fft on 128^2 up to k = 8, on 64^3 up to k = 3; triton first.
+# ("native", "cpu") is measured on one thread of a 2-core AVX-512 CPU (fastest of 5 to 11 runs,
+#   forward and forward + backward) over 2D 64^2 to 512^2 and 3D 32^3, 64^3, batches 1 to 8, 1 or
+#   3 pairs, cutoffs 1 to 16, periodic or not: 0.1 agrees with the faster backend in 210 of 232
+#   cases (forward) and 219 (forward + backward), every miss within 0.44x to 1.7x of break-even;
+#   native wins on 256^2 up to k = 8.
 COST_MODEL = {
     ("fft", "cpu"): 1.0,
     ("fft", "cuda"): 1.0,
+    ("triton", "cuda"): 0.06,
+    ("native", "cpu"): 0.1,
+    ("native", "cuda"): 0.08,
 }
 
 
