@@ -22,6 +22,10 @@ step "environment"
 } 2>&1 | tee "$OUT/environment.txt"
 
 step "install (TORCH_CUDA_ARCH_LIST=9.0)"
+# The CUDA part of spatialstats._C needs nvcc: CUDA_HOME, else nvcc on PATH, else a pip cuda-toolkit.
+if [ -z "${CUDA_HOME:-}" ] && ! command -v nvcc >/dev/null; then
+    CUDA_HOME=$(python3 -c 'import nvidia.cu13 as kit; print(list(kit.__path__)[0])' 2>/dev/null) && export CUDA_HOME
+fi
 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
     python3 -m pip install --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
 echo "pip exit status $? (log: install.log)"

@@ -296,13 +296,19 @@ COST_MODEL = {
 }
 
 
-def choose_backend(device, batch, n_channels, pairs, spatial_shape, window, periodic):
-    """The backend "auto" picks: the cheapest estimate of COST_MODEL among the available backends."""
+def choose_backend(device, batch, n_channels, pairs, spatial_shape, window, periodic, dtype=torch.float32):
+    """The backend "auto" picks: the cheapest estimate of COST_MODEL among the available backends.
+
+    Triton is left out for float64 fields: its float64 path runs on FMA units, not the tensor cores
+    its cost entry models.
+    """
     device = torch.device(device)
     estimates = {}
     for name in ("fft", "triton", "native"):
         scale = COST_MODEL.get((name, device.type))
-        if scale is None or backend_unavailable_reason(name, device) is not None:
+        if scale is None or (name == "triton" and dtype == torch.float64):
+            continue
+        if backend_unavailable_reason(name, device) is not None:
             continue
         if name == "fft":
             cost = _fft_cost(batch, n_channels, len(pairs), spatial_shape, window, periodic)
@@ -322,7 +328,8 @@ def resolve_backend(backend, fields, pairs, window, periodic):
             raise ValueError(f"{BACKEND_ENV} must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         backend = choose_backend(
-            fields.device, fields.shape[0], fields.shape[1], pairs, tuple(fields.shape[2:]), window, periodic
+            fields.device, fields.shape[0], fields.shape[1], pairs, tuple(fields.shape[2:]), window, periodic,
+            dtype=fields.dtype,
         )
     reason = backend_unavailable_reason(backend, fields.device)
     if reason is not None:

@@ -177,3 +177,11 @@ def test_cupy_round_trip_without_host_copy():
     assert isinstance(stats, cupy.ndarray) and stats.dtype == cupy.float32
     expected = ss.two_point(cupy.asnumpy(x).astype(np.float64), cutoff=3)
     np.testing.assert_allclose(cupy.asnumpy(stats), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_leaves_triton_out_for_float64(monkeypatch):
+    monkeypatch.setattr(ops, "backend_unavailable_reason", lambda name, device: None)
+    monkeypatch.setitem(ops.COST_MODEL, ("triton", "cpu"), 1e-9)
+    case = ("cpu", 4, 1, ((0, 0),), (64, 64), (4, 4), True)
+    assert ops.choose_backend(*case, dtype=torch.float32) == "triton"
+    assert ops.choose_backend(*case, dtype=torch.float64) != "triton"

@@ -10,32 +10,14 @@ import torch
 import spatialstats as ss
 from spatialstats import _fft
 
+from .conftest import concrete_cutoff, make_mask
+
 SHAPES = [(1,), (7,), (1, 1), (1, 7), (5, 5), (6, 4), (7, 11), (13, 8), (1, 1, 1), (3, 4, 5), (2, 5, 3)]
 CUTOFFS = [0, 2, "size", "beyond", None, "per-axis"]
 BATCHES = [(), (1,), (3, 2)]
 MASKS = ["none", "all-true", "sparse", "all-false"]
 # float32: the error of one FFT round trip relative to the values (in [0, 1]); float64: 1e-10.
 TOLERANCES = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
-def concrete_cutoff(cutoff, shape):
-    if cutoff == "size":
-        return max(shape)
-    if cutoff == "beyond":
-        return max(shape) + 2
-    if cutoff == "per-axis":
-        return tuple((n + a) % 4 for a, n in enumerate(shape))
-    return cutoff
-
-
-def make_mask(kind, shape, rng):
-    if kind == "none":
-        return None
-    if kind == "all-true":
-        return torch.ones(shape, dtype=torch.bool)
-    if kind == "all-false":
-        return torch.zeros(shape, dtype=torch.bool)
-    return torch.from_numpy(rng.random(shape) < 0.3)
 
 
 def assert_matches_reference(x, y, dtype, **kwargs):

@@ -10,8 +10,7 @@ import torch
 import spatialstats as ss
 from spatialstats import _native, _ref, ops
 
-from .conftest import requires_cuda
-from .test_fft import concrete_cutoff, make_mask
+from .conftest import concrete_cutoff, make_mask, requires_cuda
 
 pytestmark = pytest.mark.skipif(
     _native.unavailable_reason(torch.device("cpu")) is not None,
