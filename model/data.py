@@ -19,9 +19,19 @@ ORIENTATIONS = ("horizontal", "vertical")
 SPLITS = ("train", "validation", "test")
 
 
+def config_field(default, help, parse=None, choices=None):
+    """A field of a config dataclass with its command-line help, parser (default: the type of ``default``)
+    and allowed values."""
+    return dataclasses.field(default=default, metadata={"help": help, "parse": parse or type(default), "choices": choices})
+
+
 @dataclasses.dataclass(frozen=True)
 class LineConfig:
-    """How the line images are drawn (defaults: PAPER.md section 5 at 224x224; pixel sizes, ranges inclusive).
+    """How the line images are drawn (pixel sizes, ranges inclusive).
+
+    Defaults: the paper's 224x224 images with the thickness, length and spacing of the authors'
+    published generator (written for a later set; the paper's own generator is not published) and
+    1 to 4 lines, the range of the paper's Fig. 3 (the authors' README says 1 to 5).
 
     One orientation per image (horizontal or vertical, equally likely); ``min_lines`` to ``max_lines``
     lines; each line a rectangle of thickness ``min_thickness``..``max_thickness`` and length
@@ -31,26 +41,28 @@ class LineConfig:
     whose spans overlap) so that no two lines ever merge and the line count is always recoverable.
     """
 
-    min_lines: int = 1
-    max_lines: int = 4
-    min_thickness: int = 5
-    max_thickness: int = 9
-    min_length: int = 112
-    max_length: int = 224
-    min_gap: int = 10
-    placement_attempts: int = 50
+    min_lines: int = config_field(1, "fewest lines per image")
+    max_lines: int = config_field(4, "most lines per image")
+    min_thickness: int = config_field(5, "thinnest line in pixels")
+    max_thickness: int = config_field(9, "thickest line in pixels")
+    min_length: int = config_field(112, "shortest line in pixels")
+    max_length: int = config_field(224, "longest line in pixels")
+    min_gap: int = config_field(10, "least distance between two lines in pixels")
+    placement_attempts: int = config_field(50, "tries to place a line before it is dropped")
 
     def check(self, size):
         """Raise ValueError naming the first setting that cannot be drawn on a ``size`` x ``size`` image."""
-        ranges = (("lines", self.min_lines, self.max_lines, 1), ("thickness", self.min_thickness, self.max_thickness, 1),
-                  ("length", self.min_length, self.max_length, 1))
-        for name, low, high, least in ranges:
-            if not least <= low <= high:
-                raise ValueError(f"line {name}: need {least} <= min_{name} <= max_{name}, got {low}..{high}")
+        ranges = (("lines", self.min_lines, self.max_lines), ("thickness", self.min_thickness, self.max_thickness),
+                  ("length", self.min_length, self.max_length))
+        for name, low, high in ranges:
+            if not 1 <= low <= high:
+                raise ValueError(f"line {name}: need 1 <= min_{name} <= max_{name}, got {low}..{high}")
         if self.max_length > size or self.max_thickness > size:
-            raise ValueError(f"max_length {self.max_length} and max_thickness {self.max_thickness} must fit the image size {size}")
+            raise ValueError(f"max_length {self.max_length} and max_thickness {self.max_thickness} must fit the "
+                             f"image size {size}")
         if self.min_gap < 1 or self.placement_attempts < 1:
-            raise ValueError(f"min_gap and placement_attempts must be >= 1, got {self.min_gap} and {self.placement_attempts}")
+            raise ValueError(f"min_gap and placement_attempts must be >= 1, got {self.min_gap} and "
+                             f"{self.placement_attempts}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,8 +205,9 @@ class FolderDataset(torch.utils.data.Dataset):
     """The 2D phase maps of a folder (.png, .tif, .tiff, .npy), sorted by name, all of one square size.
 
     .npy files hold labels 0..C-1. Images are mapped to phases by ``label_map`` ({grey value or
-    (R, G, B): phase}); without one, the distinct values of all images, sorted, become phases 0..C-1
-    (read once here; the mapping is in ``self.label_map``). Item: uint8 labels (H, W).
+    (R, G, B): phase}); without one, the distinct values of all images, sorted, become phases 0..C-1.
+    Every file is read once here to find the phases (the mapping is in ``self.label_map``).
+    Item: uint8 labels (H, W).
     """
 
     def __init__(self, root, label_map=None):
@@ -205,22 +218,23 @@ class FolderDataset(torch.utils.data.Dataset):
         )
         if not self.paths:
             raise ValueError(f"data folder {root!r} holds no {', '.join(IMAGE_SUFFIXES)} files")
-        has_images = any(not p.lower().endswith(".npy") for p in self.paths)
-        if label_map is None and has_images:
-            values = set()
-            for path in self.paths:
-                if not path.lower().endswith(".npy"):
-                    values.update(image_labels(read_array(path), name=path)[1])
-            label_map = {value: phase for phase, value in enumerate(sorted(values))}
-        self.label_map = label_map or {}
-        first = self._read(0)
-        self.size = first.shape[0]
-        self.n_phases = max([int(first.max()) + 1, *(p + 1 for p in self.label_map.values())])
+        values, largest = set(), 0
+        for path in self.paths:
+            if _is_label_file(path):
+                largest = max(largest, int(label_array(read_array(path), name=path).max()))
+            elif label_map is None:
+                values.update(image_labels(read_array(path), name=path)[1])
+        self.label_map = label_map if label_map is not None else {v: p for p, v in enumerate(sorted(values))}
+        self.n_phases = max([largest + 1, *(p + 1 for p in self.label_map.values())])
+        if self.n_phases > 256:
+            raise ValueError(f"{root}: at most 256 phases are supported, found {self.n_phases}")
+        self.size = None
+        self.size = self._read(0).shape[0]
 
     def _read(self, index):
         path = self.paths[index]
         array = read_array(path)
-        if path.lower().endswith(".npy"):
+        if _is_label_file(path):
             labels = label_array(array, name=path)
         else:
             found, values = image_labels(array, name=path)
@@ -230,10 +244,8 @@ class FolderDataset(torch.utils.data.Dataset):
             labels = np.asarray([self.label_map[v] for v in values], dtype=np.int64)[found]
         if labels.ndim != 2 or labels.shape[0] != labels.shape[1]:
             raise ValueError(f"{path}: expected a square 2D phase map, got shape {labels.shape}")
-        if index and labels.shape[0] != self.size:
+        if self.size is not None and labels.shape[0] != self.size:
             raise ValueError(f"{path}: size {labels.shape[0]} differs from the folder's first image ({self.size})")
-        if labels.max() > 255:
-            raise ValueError(f"{path}: at most 256 phases are supported")
         return labels
 
     def __len__(self):
@@ -241,6 +253,10 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         return torch.from_numpy(self._read(index).astype(np.uint8))
+
+
+def _is_label_file(path):
+    return path.lower().endswith(".npy")
 
 
 def split_indices(n, fractions, seed):

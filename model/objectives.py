@@ -19,6 +19,13 @@ reconstruction and of the original over the window W (periodic, every displaceme
   the better field; the squared error (unlike the norm of Eq. 1) is a Gaussian log-likelihood of
   the statistics, whose gradient vanishes at the optimum and whose size, after the
   normalisation, balances the KL term as in the authors' runs at beta = 1.
+
+Measured in the demo-cpu setting (64x64 lines, 8 epochs, 800 test images): "paper-equation"
+collapses the posterior (the norm is about 0.7 against the KL, which falls to 2e-4 nats;
+orientation preserved 53%, chance); "authors-code" has the lowest two-point MSE by the paper's
+soft-indicator metric (mean 6.6e-5, "normalized" 1.05e-4, the pixel-loss VAE 1.5e-4) but its
+intensities are not probabilities: on the probabilities its two-point MSE is 4.6e-4 ("normalized"
+7.2e-5, pixel loss 8.4e-5).
 """
 
 import numpy as np
@@ -35,8 +42,11 @@ SOFT_INDICATOR_WIDTH = 0.25
 NORMALISATION_EPSILON = 1e-6
 
 
-def statistics_fields(probabilities, form):
-    """The fields whose auto-correlations are compared: (N, C, H, W) -> (N, 1 or C, H, W)."""
+def statistics_fields(probabilities, form="normalized"):
+    """The fields whose auto-correlations the statistics ``form`` compares: (N, C, H, W) -> (N, 1 or C, H, W).
+
+    The line-phase probability for two phases (its soft indicator for "authors-code"), all phases for more.
+    """
     if probabilities.shape[1] > 2:
         return probabilities
     if form == "authors-code":
@@ -59,7 +69,7 @@ class VAEObjective(nn.Module):
     """alpha * statistics distance + beta * KL + pixel_weight * pixel error, averaged over the batch.
 
     ``statistics_range``: the range R of the training set's hard statistics (see
-    :func:`model.train.statistics_range`), used by the normalised forms. Terms with weight 0 are
+    :func:`model.train.training_set_summary`), used by the normalised forms. Terms with weight 0 are
     still computed (without gradient) so that every run logs all of them.
     """
 

@@ -1,4 +1,5 @@
-"""The paper's VAE (PAPER.md section 3): a torchvision ResNet encoder and a transposed-convolution decoder.
+"""The VAE of arXiv 2402.11103 as its authors' code builds it: a torchvision ResNet encoder and a
+transposed-convolution decoder.
 
 Input: (N, 1, H, W) images in [0, 1] (labels / (C - 1)). Output: decoder logits (N, 1, H, W) for
 two phases (sigmoid: the intensity, i.e. the probability of phase 1) or (N, C, H, W) for C > 2
@@ -34,8 +35,6 @@ def resnet_trunk(name, weights_path=None):
     features = trunk.fc.in_features
     trunk.fc = nn.Identity()
     if weights_path is None:
-        print(f"note: the {name} encoder starts from random weights (no --encoder-weights file given; "
-              "the paper starts from ImageNet weights)")
         return trunk, features
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -51,13 +50,16 @@ def resnet_trunk(name, weights_path=None):
 
 
 class ResNetVAE(nn.Module):
-    """VAE of PAPER.md section 3.
+    """The paper's VAE.
 
     Encoder: 1x1 conv to 3 channels, ImageNet normalisation, ResNet trunk (frozen when
     ``freeze_encoder``; its BatchNorm statistics still update in train mode, as in the authors'
     code), Linear-BN-ReLU to 1024 twice, linear heads to mu and logvar (``latent_dim``).
     Decoder: Linear-BN-ReLU 1024 twice, reshape to 64x4x4, three stride-2 transposed convolutions
-    (to 39x39), bilinear resize to ``image_size``, 1x1 conv to the output channels.
+    (to 39x39), bilinear resize to ``image_size``, 1x1 conv to the output channels. Training
+    starts that conv's bias at the training set's phase fractions (:meth:`start_at_fractions`;
+    the authors' starts at 0, an intensity of 0.5 everywhere, which Adam at 1e-3 takes about a
+    thousand steps to leave).
     """
 
     def __init__(self, *, encoder="resnet152", latent_dim=9, image_size=224, n_phases=2, freeze_encoder=True,
@@ -100,6 +102,13 @@ class ResNetVAE(nn.Module):
         mu, logvar = self.encode(images)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return self.decode(z), mu, logvar
+
+    @torch.no_grad()
+    def start_at_fractions(self, fractions):
+        """Set the output bias so that a featureless decoder gives the phase ``fractions`` (C,) everywhere."""
+        fractions = torch.as_tensor(fractions, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+        bias = torch.logit(fractions[1:2]) if self.n_phases == 2 else fractions.log()
+        self.to_output.bias.copy_(bias)
 
     def phase_probabilities(self, logits):
         """Logits (N, 1 or C, H, W) -> phase probabilities (N, C, H, W) in float32."""
