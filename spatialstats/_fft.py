@@ -150,12 +150,22 @@ def pair_counts(mask, spatial_shape, window, periodic, device=None):
     return torch.where(counts.abs() <= 1e-12 * total, 0.0, counts)
 
 
+def statistics_dtype(dtype):
+    """The dtype statistics of ``dtype`` fields are computed and returned in: fp64 for fp64, else fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def divide_by_counts(sums, counts):
+    """S = sums / N where N > 0, else 0 (no pairs); ``counts`` broadcasts against ``sums``."""
+    return torch.where(counts > 0, sums / torch.where(counts > 0, counts, 1.0), 0.0)
+
+
 def two_point(fields, pairs, mask, window, periodic):
     """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), fp32 or fp64."""
-    work = torch.float64 if fields.dtype == torch.float64 else torch.float32
+    work = statistics_dtype(fields.dtype)
     f = fields.to(work)
     if mask is not None:
         f = f * mask.to(work).unsqueeze(1)
     sums = _correlation_sums(f, pairs, window, periodic)
     counts = pair_counts(mask, f.shape[2:], window, periodic, f.device).to(work).unsqueeze(1)
-    return torch.where(counts > 0, sums / torch.where(counts > 0, counts, 1.0), 0.0)
+    return divide_by_counts(sums, counts)

@@ -106,10 +106,6 @@ def _double_backward(ctx, upstream):
     return wrt_grad, wrt_fields, None, None, None, None, None
 
 
-def _statistics_dtype(fields):
-    return torch.float64 if fields.dtype == torch.float64 else torch.float32
-
-
 if _C is not None:
 
     @torch.library.register_fake("spatialstats::pair_counts")
@@ -119,7 +115,7 @@ if _C is not None:
     @torch.library.register_fake("spatialstats::two_point")
     def _(fields, mask, counts, pairs, window, periodic):
         shape = (fields.shape[0], len(pairs) // 2, *(2 * k + 1 for k in window))
-        return fields.new_empty(shape, dtype=_statistics_dtype(fields))
+        return fields.new_empty(shape, dtype=_fft.statistics_dtype(fields.dtype))
 
     @torch.library.register_fake("spatialstats::two_point_backward")
     def _(grad, fields, mask, counts, pairs, window, periodic):

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from . import _fft
+
 BACKENDS = ("reference", "fft", "triton", "native")
 _BACKEND_MODULES = {
     "reference": "spatialstats._ref",
@@ -256,9 +258,7 @@ def _direct_cost(batch, n_pairs, spatial_shape, window):
 
 def _fft_cost(batch, n_channels, n_pairs, spatial_shape, window, periodic):
     """Butterfly work of the FFT path: (C forward + P inverse) transforms of the padded grid."""
-    from spatialstats._fft import fast_fft_size
-
-    grid = spatial_shape if periodic else [fast_fft_size(n + min(k, n - 1)) for n, k in zip(spatial_shape, window)]
+    grid = spatial_shape if periodic else [_fft.fast_fft_size(n + min(k, n - 1)) for n, k in zip(spatial_shape, window)]
     size = float(np.prod(grid))
     return batch * (n_channels + n_pairs) * size * max(np.log2(size), 1.0)
 
@@ -338,7 +338,7 @@ def resolve_backend(backend, fields, pairs, window, periodic):
 
 
 def result_dtype(fields):
-    return torch.float64 if fields.dtype == torch.float64 else torch.float32
+    return _fft.statistics_dtype(fields.dtype)
 
 
 def working_fields(t, kind):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _fft
-from .correlation import compute_dtype, correlate, divide_by_counts
+from .correlation import correlate
 from .loss import distance_from_squares, weighted_squares
 
 # triton.jit picks the interpreter when the kernels are defined, so this is read once, here.
@@ -98,7 +98,7 @@ def _prepare(fields, pairs, mask, window, periodic):
         raise TypeError(f"the triton backend takes float16, bfloat16, float32 or float64 fields, got {fields.dtype}")
     spatial = tuple(fields.shape[2:])
     d = len(spatial)
-    dtype = compute_dtype(fields.dtype)
+    dtype = _fft.statistics_dtype(fields.dtype)
     computed = _computed_window(spatial, window, periodic)
     if mask is None:
         counts = _fft.pair_counts(None, spatial, computed, periodic, fields.device).to(dtype)
@@ -122,7 +122,7 @@ def two_point(fields, pairs, mask, window, periodic):
     prepared = _prepare(fields, pairs, mask, window, periodic)
     sums = correlate(prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision)
     sums = sums.reshape(*sums.shape[:2], *prepared.counts.shape[1:])
-    stats = divide_by_counts(sums, prepared.counts.unsqueeze(1))
+    stats = _fft.divide_by_counts(sums, prepared.counts.unsqueeze(1))
     return _to_window(stats, fields.shape[2:], prepared.computed, window, periodic)
 
 

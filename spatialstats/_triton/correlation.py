@@ -48,6 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._fft import statistics_dtype
+
 PRECISIONS = ("tf32", "tf32x3", "ieee")
 
 
@@ -313,15 +315,6 @@ def _launch_config(spatial, window, pairs, batch, multiprocessors):
     return LaunchConfig(half=half, r_first=r_first, r_counts=r_counts, num_warps=4, **blocks)
 
 
-def compute_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def divide_by_counts(values, counts):
-    """values / N where N > 0, else 0 (no pairs: S = 0); ``counts`` broadcasts against ``values``."""
-    return torch.where(counts > 0, values / torch.where(counts > 0, counts, 1.0), 0.0)
-
-
 def _check(fields, pairs, window, precision):
     if fields.ndim != 5:
         raise ValueError(f"fields must have shape (B, C, n0, n1, n2), got {tuple(fields.shape)}")
@@ -356,7 +349,7 @@ def _forward(fields, pairs, window, periodic, precision):
     splits = triton.cdiv(n1, rows_per_split)
     allocate = torch.zeros if splits > 1 else torch.empty
     sums = allocate(
-        (batch, n_pairs, 2 * k0 + 1, 2 * k1 + 1, 2 * k2 + 1), dtype=compute_dtype(fields.dtype), device=fields.device
+        (batch, n_pairs, 2 * k0 + 1, 2 * k1 + 1, 2 * k2 + 1), dtype=statistics_dtype(fields.dtype), device=fields.device
     )
     grid = (batch * n_pairs, config.r_counts[0], n_r_blocks * splits)
     _correlation_forward_kernel[grid](
@@ -415,7 +408,7 @@ def _backward(grad_sums, fields, pairs, window, periodic, precision):
     batch, n_channels, n0, n1, n2 = fields.shape
     k0, k1, k2 = window
     term_first, term_partner, selection = _backward_terms(tuple(pairs), n_channels, fields.device)
-    g = grad_sums.to(compute_dtype(fields.dtype))
+    g = grad_sums.to(statistics_dtype(fields.dtype))
     selection = selection.to(g.dtype)
     kernels = torch.einsum("tp,bp...->bt...", selection[0], g)
     kernels += torch.einsum("tp,bp...->bt...", selection[1], g.flip((-3, -2, -1)))
@@ -460,7 +453,7 @@ def correlate(
 @correlate.register_fake
 def _correlate_fake(fields, pairs, window, periodic, precision):
     shape = (fields.shape[0], len(pairs) // 2, *(2 * k + 1 for k in window))
-    return fields.new_empty(shape, dtype=compute_dtype(fields.dtype))
+    return fields.new_empty(shape, dtype=statistics_dtype(fields.dtype))
 
 
 @torch.library.custom_op("spatialstats_triton::correlate_backward", mutates_args=())

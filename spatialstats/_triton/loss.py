@@ -30,7 +30,8 @@ import triton
 import triton.language as tl
 
 from . import correlation
-from .correlation import compute_dtype, correlate_backward, divide_by_counts
+from .._fft import divide_by_counts, statistics_dtype
+from .correlation import correlate_backward
 
 
 @triton.jit(do_not_specialize=["n_values", "window_size", "counts_batch_stride"])
@@ -108,7 +109,7 @@ def weighted_squares(
 
 @weighted_squares.register_fake
 def _weighted_squares_fake(fields, target, weights, counts, pairs, window, periodic, precision):
-    dtype = compute_dtype(fields.dtype)
+    dtype = statistics_dtype(fields.dtype)
     return fields.new_empty((fields.shape[0],), dtype=dtype), target.new_empty(target.shape, dtype=dtype)
 
 
