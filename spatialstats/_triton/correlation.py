@@ -157,7 +157,7 @@ def _correlation_forward_kernel(
                 rows = tl.load(
                     y_rows[None, :] + y_cols[:, None], mask=y_rows_valid[None, :] & (y_cols < n2)[:, None], other=0.0
                 ).to(acc.dtype)
-                acc = tl.dot(toeplitz, rows, acc, input_precision=PRECISION)
+                acc = tl.dot(toeplitz, rows, acc, input_precision=PRECISION, out_dtype=acc.dtype)
 
     window1 = 2 * k1 + 1
     window2 = 2 * k2 + 1
@@ -238,7 +238,7 @@ def _correlation_backward_kernel(
                         mask=band[None, :] & (r2 <= k2)[:, None],
                         other=0.0,
                     )
-                    acc = tl.dot(hankel, h, acc, input_precision=PRECISION)
+                    acc = tl.dot(hankel, h, acc, input_precision=PRECISION, out_dtype=acc.dtype)
 
     grad = grad_ptr + batch_channel.to(tl.int64) * image_size + u0.to(tl.int64) * n1 * n2
     inside = (u1 < n1)[None, :] & (u2 < n2)[:, None]
