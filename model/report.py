@@ -6,6 +6,8 @@ import os
 import numpy as np
 import torch
 
+from spatialstats.plot import pyplot
+
 from .metrics import per_image_metrics, statistics, summarize
 from .train import build_splits, load_trained, preset_config, resolve_device
 from .vae import model_input
@@ -88,18 +90,9 @@ def display_images(probabilities):
     return ((probabilities * phases).sum(1) / (probabilities.shape[1] - 1)).numpy()
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_reconstructions(evaluations, path):
     """Originals, each model's reconstructions, and the S2 maps of all of them, one column per image."""
-    plt = _pyplot()
+    plt = pyplot()
     labels, _ = evaluations[0].examples
     n_phases = evaluations[0].model.n_phases
     originals = torch.nn.functional.one_hot(labels.long(), n_phases).movedim(-1, 1).float()
@@ -129,7 +122,7 @@ def plot_reconstructions(evaluations, path):
 
 def plot_mse_histograms(evaluations, path):
     """Histograms of the per-image data-space and two-point MSEs of every model (log axes)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = {"data_mse": "data-space MSE", "statistics_mse": "two-point statistics MSE (the paper's)",
               "statistics_mse_probabilities": "two-point statistics MSE of the probabilities"}
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
@@ -151,7 +144,7 @@ def plot_mse_histograms(evaluations, path):
 @torch.no_grad()
 def plot_latent_traversal(evaluation, path):
     """Decoded images along each latent axis from -3 to 3 (the other coordinates 0), one row per axis."""
-    plt = _pyplot()
+    plt = pyplot()
     model = evaluation.model
     device = next(model.parameters()).device
     values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, TRAVERSAL_STEPS)
@@ -180,7 +173,7 @@ def plot_latent_traversal(evaluation, path):
 
 def plot_training_curves(evaluations, path):
     """Each loss term per epoch, training (solid) and validation (dashed), for every model."""
-    plt = _pyplot()
+    plt = pyplot()
     terms = ("statistics", "pixel", "kl")
     figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.4))
     for ax, term in zip(axes, terms):

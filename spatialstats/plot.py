@@ -3,6 +3,16 @@
 import numpy as np
 
 
+def pyplot():
+    """matplotlib.pyplot drawing to files (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def pair_label(pair):
     i, j = pair
     return f"S2 of phase {i}" if i == j else f"S2 of phases {i}, {j}"
@@ -13,11 +23,7 @@ def plot_statistics(stats, pairs, path, *, title=None):
 
     2D maps are drawn with r_0 down and r_1 across; for 3D the plane r_0 = 0 is shown.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stats = np.asarray(stats, dtype=np.float64)
     n = stats.shape[0]
     columns = min(n, 3)
