@@ -1,5 +1,5 @@
 # make demo : set up .venv if missing, then run the main job (writes its report under demo_output/)
-# make test : set up .venv if missing, then run the whole test suite
+# make test : set up .venv if missing, then run ruff and the whole test suite
 # make bench: pytest-benchmark timings of the backends on this machine
 
 PYTHON ?= python3
@@ -15,9 +15,9 @@ TORCH_CUDA_ARCH_LIST ?= 9.0
 MAX_JOBS ?= 2
 SPATIALSTATS_REQUIRE_EXTENSION ?= 1
 REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 "cuda-toolkit[nvcc,cccl,crt,nvvm]==13.0.3.0" cupy-cuda13x \
-	numpy pybind11 ninja setuptools wheel pytest pytest-benchmark matplotlib pillow tqdm
+	numpy pybind11 ninja setuptools wheel pytest pytest-benchmark matplotlib pillow tqdm ruff==0.17.5
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint bench install clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h csrc/*/*.cuh)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m model.demo --out demo_output
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

@@ -33,11 +33,14 @@ class ExtensionBuildError(RuntimeError):
 def _give_up(message, consequence="installing spatialstats without it: the native backend is unavailable"):
     if _flag("SPATIALSTATS_REQUIRE_EXTENSION"):
         raise ExtensionBuildError(f"{message} (SPATIALSTATS_REQUIRE_EXTENSION=1)")
-    warnings.warn(f"{message}; {consequence}")
+    warnings.warn(f"{message}; {consequence}", stacklevel=2)
 
 
 def _cudart_link_dir(cuda_home, build_temp):
-    """A folder with the libcudart.so the linker needs, for a toolkit (the pip one) that only has libcudart.so.<major>."""
+    """A folder with the libcudart.so the linker needs.
+
+    For a toolkit (the pip one) that only has libcudart.so.<major>.
+    """
     for lib in ("lib64", "lib"):
         if glob.glob(os.path.join(cuda_home, lib, "libcudart.so")):
             return None
@@ -102,9 +105,11 @@ def _extensions():
                 try:
                     super().run()
                     return
-                except Exception as error:  # noqa: BLE001 - a compiler failure is reported, not fatal
+                except Exception as error:
                     if with_cuda:
-                        _give_up(f"building the CUDA part of spatialstats._C failed ({error})", "building the CPU part only")
+                        _give_up(
+                            f"building the CUDA part of spatialstats._C failed ({error})", "building the CPU part only"
+                        )
                     else:
                         _give_up(f"building spatialstats._C failed ({error})")
 

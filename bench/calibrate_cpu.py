@@ -35,7 +35,9 @@ def timings(module, fields, pairs, window, periodic, repeat):
 
 
 def cases(quick):
-    shapes = [(64, 64), (256, 256)] if quick else [(64, 64), (128, 128), (256, 256), (512, 512), (32, 32, 32), (64, 64, 64)]
+    shapes = (
+        [(64, 64), (256, 256)] if quick else [(64, 64), (128, 128), (256, 256), (512, 512), (32, 32, 32), (64, 64, 64)]
+    )
     for shape in shapes:
         for batch, channels, pairs in [(1, 1, ((0, 0),)), (8, 1, ((0, 0),)), (4, 2, ((0, 0), (1, 1), (0, 1)))]:
             if len(shape) == 3 and batch == 8:
@@ -52,7 +54,9 @@ def best_scale(rows, metric):
     best = (0, None)
     for threshold in thresholds:
         for scale in (threshold * 0.999, threshold * 1.001):
-            agree = sum((scale * r["direct_cost"] < r["fft_cost"]) == (r[f"native_{metric}"] < r[f"fft_{metric}"]) for r in rows)
+            agree = sum(
+                (scale * r["direct_cost"] < r["fft_cost"]) == (r[f"native_{metric}"] < r[f"fft_{metric}"]) for r in rows
+            )
             best = max(best, (agree, scale), key=lambda item: item[0])
     return best[1], best[0]
 
@@ -88,8 +92,13 @@ def main():
     current = ops.COST_MODEL[("native", "cpu")] / ops.COST_MODEL[("fft", "cpu")]
     for metric in ("fwd", "fwdbwd"):
         scale, agree = best_scale(rows, metric)
-        now = sum((current * r["direct_cost"] < r["fft_cost"]) == (r[f"native_{metric}"] < r[f"fft_{metric}"]) for r in rows)
-        print(f"{metric}: best scale {scale:.3g} agrees in {agree}/{len(rows)} cases; current {current:.3g} in {now}/{len(rows)}")
+        now = sum(
+            (current * r["direct_cost"] < r["fft_cost"]) == (r[f"native_{metric}"] < r[f"fft_{metric}"]) for r in rows
+        )
+        print(
+            f"{metric}: best scale {scale:.3g} agrees in {agree}/{len(rows)} cases; "
+            f"current {current:.3g} in {now}/{len(rows)}"
+        )
 
 
 if __name__ == "__main__":

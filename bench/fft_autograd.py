@@ -65,7 +65,10 @@ def main():
         weight = torch.rand(shape[0], 1, *(2 * k + 1 for k in window))
         for name, method in (("autograd", plain_autograd), ("function", custom_function)):
             seconds, saved = measure(method, fields, weight, window, periodic, args.repeats)
-            print(f"{shape}, {window}, {periodic}, {name}, {seconds * 1e3:.1f}, {saved / 2**20:.1f}, {fields.numel() * 4 / 2**20:.1f}")
+            print(
+                f"{shape}, {window}, {periodic}, {name}, {seconds * 1e3:.1f}, "
+                f"{saved / 2**20:.1f}, {fields.numel() * 4 / 2**20:.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections import defaultdict
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 MEASURED = ("fft", "fft+compile", "triton", "native")
 COLOURS = {"fft": "tab:blue", "fft+compile": "tab:cyan", "triton": "tab:red", "native": "tab:green", "auto": "black"}

@@ -37,7 +37,21 @@ FULL = dict(
 )
 QUICK = dict(batches=(2,), phases=(1, 2), spatial=((12, 12), (4, 4, 4)), cutoffs=(1, 2))
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-FIELDS = "op backend chosen device batch phases spatial cutoff dtype median_ms peak_extra_mb input_mb note".split()
+FIELDS = [
+    "op",
+    "backend",
+    "chosen",
+    "device",
+    "batch",
+    "phases",
+    "spatial",
+    "cutoff",
+    "dtype",
+    "median_ms",
+    "peak_extra_mb",
+    "input_mb",
+    "note",
+]
 DIRECT_BACKENDS = ("triton", "native")
 MAX_DIRECT_MULTIPLY_ADDS = {"cuda": 3e12, "cpu": 1e8}  # skip a direct backend beyond this
 
@@ -165,7 +179,7 @@ def run(out, device, quick, budget_s):
                         seconds, peak = measure(step, device, pred, seconds_per_case)
                     row["median_ms"] = round(seconds * 1e3, 4)
                     row["peak_extra_mb"] = "" if peak is None else round(peak / 2**20, 3)
-                except Exception as error:  # noqa: BLE001 - one failing case must not end the sweep
+                except Exception as error:
                     row["note"] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
                     if device.type == "cuda":
                         torch.cuda.empty_cache()

@@ -1,6 +1,6 @@
 """pytest-benchmark: the fft backend of ``two_point`` beside a plain numpy FFT of the same statistic.
 
-    python -m pytest bench/test_bench_fft.py --benchmark-only [--benchmark-columns=median,iqr]
+python -m pytest bench/test_bench_fft.py --benchmark-only [--benchmark-columns=median,iqr]
 """
 
 import numpy as np
@@ -21,7 +21,9 @@ CASES = {
 def numpy_two_point(x, cutoff, periodic):
     """The same S2 with numpy.fft: auto-correlation by rfftn, counts analytic, centred crop."""
     shape = x.shape
-    window = [(n - 1) // 2 if periodic else n - 1 for n in shape] if cutoff is None else [min(cutoff, n - 1) for n in shape]
+    window = (
+        [(n - 1) // 2 if periodic else n - 1 for n in shape] if cutoff is None else [min(cutoff, n - 1) for n in shape]
+    )
     grid = shape if periodic else [fast_fft_size(n + k) for n, k in zip(shape, window)]
     axes = tuple(range(x.ndim))
     spectrum = np.fft.rfftn(x, s=grid, axes=axes)
@@ -44,7 +46,9 @@ def test_plain_numpy_fft(benchmark, case):
     x = image(shape)
     benchmark.group = case
     result = benchmark(numpy_two_point, x, cutoff, periodic)
-    np.testing.assert_allclose(result, ss.two_point(x, spatial_dims=len(shape), cutoff=cutoff, periodic=periodic), atol=1e-12)
+    np.testing.assert_allclose(
+        result, ss.two_point(x, spatial_dims=len(shape), cutoff=cutoff, periodic=periodic), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("case", CASES)

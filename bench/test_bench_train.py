@@ -14,11 +14,10 @@ import time
 import pytest
 import torch
 
-from spatialstats.ops import BACKEND_ENV, choose_backend, resolve_window
-
 from model.data import LineConfig
 from model.train import autocast_for, build_model, build_objective, build_splits, preset_config, training_step
 from model.vae import one_hot
+from spatialstats.ops import BACKEND_ENV, choose_backend, resolve_window
 
 REPEATS = 5
 # preset, overrides, device: the CPU demo, and the paper's setting on a GPU
@@ -75,9 +74,18 @@ def test_training_step(benchmark, case):
     benchmark.pedantic(step, rounds=REPEATS, warmup_rounds=1)
     share = statistics_seconds / benchmark.stats.stats.median
     benchmark.extra_info.update(statistics_seconds=statistics_seconds, statistics_share=share)
-    backend = choose_backend(device, target.shape[0], 1, ((0, 0),), tuple(target.shape[2:]),
-                             resolve_window(config.cutoff, target.shape[2:], config.periodic), config.periodic)
+    backend = choose_backend(
+        device,
+        target.shape[0],
+        1,
+        ((0, 0),),
+        tuple(target.shape[2:]),
+        resolve_window(config.cutoff, target.shape[2:], config.periodic),
+        config.periodic,
+    )
     benchmark.extra_info.update(backend=os.environ.get(BACKEND_ENV) or backend)
-    print(f"\n{case} on {device} ({benchmark.extra_info['backend']} backend): step "
-          f"{benchmark.stats.stats.median * 1e3:.1f} ms, statistics term {statistics_seconds * 1e3:.2f} ms = "
-          f"{100 * share:.1f}% of the step")
+    print(
+        f"\n{case} on {device} ({benchmark.extra_info['backend']} backend): step "
+        f"{benchmark.stats.stats.median * 1e3:.1f} ms, statistics term {statistics_seconds * 1e3:.2f} ms = "
+        f"{100 * share:.1f}% of the step"
+    )

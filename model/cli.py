@@ -41,8 +41,14 @@ def add_config_arguments(parser, cls):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             choices = field.metadata["choices"]
-            parser.add_argument(flag, type=parse, default=None, choices=choices,
-                                metavar="{" + ",".join(choices) + "}" if choices else field.name.upper(), help=help)
+            parser.add_argument(
+                flag,
+                type=parse,
+                default=None,
+                choices=choices,
+                metavar="{" + ",".join(choices) + "}" if choices else field.name.upper(),
+                help=help,
+            )
 
 
 def given_settings(args, cls):
@@ -60,8 +66,10 @@ def given_settings(args, cls):
 
 def with_settings(config, settings):
     """``config`` with the given settings replaced (nested configs from dicts)."""
-    values = {name: with_settings(getattr(config, name), value) if isinstance(value, dict) else value
-              for name, value in settings.items()}
+    values = {
+        name: with_settings(getattr(config, name), value) if isinstance(value, dict) else value
+        for name, value in settings.items()
+    }
     return dataclasses.replace(config, **values)
 
 
@@ -88,8 +96,12 @@ def run_evaluate(args):
     if args.n_images < 1:
         raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
     paths = [args.checkpoint] + ([args.baseline] if args.baseline else [])
-    evaluations = [evaluate_checkpoint(path, split=args.split, n_images=args.n_images, device=args.device,
-                                       line_metrics=args.line_metrics) for path in paths]
+    evaluations = [
+        evaluate_checkpoint(
+            path, split=args.split, n_images=args.n_images, device=args.device, line_metrics=args.line_metrics
+        )
+        for path in paths
+    ]
     path = write_report(args.out, evaluations)
     print(f"wrote {path}")
     return 0
@@ -99,8 +111,9 @@ def run_data(args):
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.kind == "lines":
-        write_line_images(args.out, args.n, args.size, with_settings(LineConfig(), given_settings(args, LineConfig)),
-                          args.seed)
+        write_line_images(
+            args.out, args.n, args.size, with_settings(LineConfig(), given_settings(args, LineConfig)), args.seed
+        )
     else:
         write_gaussian_images(args.out, args.n, args.size, args.volume_fractions, args.correlation_length, args.seed)
     print(f"wrote {args.n} {args.kind} images under {args.out}")
@@ -111,9 +124,13 @@ def add_commands(subparsers):
     """Add ``train``, ``evaluate`` and ``data`` to the ``spatialstats`` command's subparsers."""
     raw = argparse.RawDescriptionHelpFormatter
     presets = "\n".join(f"  {name:18s} {text}" for name, text in PRESET_HELP.items())
-    parser = subparsers.add_parser("train", help="train the spatial-statistics VAE (or its pixel-loss baseline)",
-                                   description="Train the VAE of arXiv 2402.11103 from a preset.",
-                                   epilog=TRAIN_EPILOG.format(presets=presets), formatter_class=raw)
+    parser = subparsers.add_parser(
+        "train",
+        help="train the spatial-statistics VAE (or its pixel-loss baseline)",
+        description="Train the VAE of arXiv 2402.11103 from a preset.",
+        epilog=TRAIN_EPILOG.format(presets=presets),
+        formatter_class=raw,
+    )
     parser.add_argument("--preset", choices=list(PRESETS), help="starting settings (see below)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
     parser.add_argument("--out", help="output folder (default: runs/PRESET, or the checkpoint's folder)")
@@ -122,26 +139,41 @@ def add_commands(subparsers):
     add_config_arguments(parser.add_argument_group("settings"), TrainConfig)
     parser.set_defaults(handler=run_train)
 
-    parser = subparsers.add_parser("evaluate", help="the paper's metrics and a report of a trained VAE",
-                                   description="Evaluate a trained VAE (and a baseline) on held-out images.",
-                                   epilog=EVALUATE_EPILOG, formatter_class=raw)
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="the paper's metrics and a report of a trained VAE",
+        description="Evaluate a trained VAE (and a baseline) on held-out images.",
+        epilog=EVALUATE_EPILOG,
+        formatter_class=raw,
+    )
     parser.add_argument("checkpoint", help="checkpoint.pt of the model (the statistics-loss VAE)")
     parser.add_argument("--baseline", metavar="CHECKPOINT", help="checkpoint of the model to compare with")
     parser.add_argument("--out", default="report", help="output folder (default: report)")
-    parser.add_argument("--split", choices=("train", "validation", "test"),
-                        help="images to use (default: test, or validation for runs without test images, as the "
-                             "paper preset's)")
+    parser.add_argument(
+        "--split",
+        choices=("train", "validation", "test"),
+        help="images to use (default: test, or validation for runs without test images, as the paper preset's)",
+    )
     parser.add_argument("--n-images", type=int, default=1000, help="how many of them (default: 1000)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--line-metrics", action=argparse.BooleanOptionalAction, default=None,
-                        help="orientation and line counts (default: for line datasets)")
+    parser.add_argument(
+        "--line-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="orientation and line counts (default: for line datasets)",
+    )
     parser.set_defaults(handler=run_evaluate)
 
-    parser = subparsers.add_parser("data", help="write generated microstructures to a folder",
-                                   description="Write generated images (and labels.csv for lines) to a folder.")
+    parser = subparsers.add_parser(
+        "data",
+        help="write generated microstructures to a folder",
+        description="Write generated images (and labels.csv for lines) to a folder.",
+    )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, help in (("lines", "the paper's line images (PNG, white background, black lines)"),
-                       ("gaussian", "Gaussian-filtered random microstructures (NPY label images)")):
+    for kind, help in (
+        ("lines", "the paper's line images (PNG, white background, black lines)"),
+        ("gaussian", "Gaussian-filtered random microstructures (NPY label images)"),
+    ):
         sub = kinds.add_parser(kind, help=help, description=help)
         sub.add_argument("--n", type=int, required=True, help="number of images")
         sub.add_argument("--out", required=True, help="output folder")
@@ -150,7 +182,11 @@ def add_commands(subparsers):
         if kind == "lines":
             add_config_arguments(sub, LineConfig)
         else:
-            sub.add_argument("--volume-fractions", type=float_tuple, default=(0.5,),
-                             help="fractions of phases 0..n-2, comma-separated (default: 0.5)")
+            sub.add_argument(
+                "--volume-fractions",
+                type=float_tuple,
+                default=(0.5,),
+                help="fractions of phases 0..n-2, comma-separated (default: 0.5)",
+            )
             sub.add_argument("--correlation-length", type=float, default=4.0, help="in pixels (default: 4)")
         sub.set_defaults(handler=run_data)

@@ -22,7 +22,9 @@ SPLITS = ("train", "validation", "test")
 def config_field(default, help, parse=None, choices=None):
     """A field of a config dataclass with its command-line help, parser (default: the type of ``default``)
     and allowed values."""
-    return dataclasses.field(default=default, metadata={"help": help, "parse": parse or type(default), "choices": choices})
+    return dataclasses.field(
+        default=default, metadata={"help": help, "parse": parse or type(default), "choices": choices}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,17 +54,22 @@ class LineConfig:
 
     def check(self, size):
         """Raise ValueError naming the first setting that cannot be drawn on a ``size`` x ``size`` image."""
-        ranges = (("lines", self.min_lines, self.max_lines), ("thickness", self.min_thickness, self.max_thickness),
-                  ("length", self.min_length, self.max_length))
+        ranges = (
+            ("lines", self.min_lines, self.max_lines),
+            ("thickness", self.min_thickness, self.max_thickness),
+            ("length", self.min_length, self.max_length),
+        )
         for name, low, high in ranges:
             if not 1 <= low <= high:
                 raise ValueError(f"line {name}: need 1 <= min_{name} <= max_{name}, got {low}..{high}")
         if self.max_length > size or self.max_thickness > size:
-            raise ValueError(f"max_length {self.max_length} and max_thickness {self.max_thickness} must fit the "
-                             f"image size {size}")
+            raise ValueError(
+                f"max_length {self.max_length} and max_thickness {self.max_thickness} must fit the image size {size}"
+            )
         if self.min_gap < 1 or self.placement_attempts < 1:
-            raise ValueError(f"min_gap and placement_attempts must be >= 1, got {self.min_gap} and "
-                             f"{self.placement_attempts}")
+            raise ValueError(
+                f"min_gap and placement_attempts must be >= 1, got {self.min_gap} and {self.placement_attempts}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,8 +185,10 @@ class GaussianDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for {self.n} images")
         labels = gaussian_microstructure(
-            (self.size, self.size), volume_fractions=self.volume_fractions,
-            correlation_length=self.correlation_length, seed=[self.seed, index],
+            (self.size, self.size),
+            volume_fractions=self.volume_fractions,
+            correlation_length=self.correlation_length,
+            seed=[self.seed, index],
         )
         return torch.from_numpy(labels.astype(np.uint8))
 

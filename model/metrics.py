@@ -47,7 +47,10 @@ def line_pixels(probabilities):
 
 
 def statistics(probabilities, form="normalized"):
-    """Periodic auto-correlations over every displacement of the fields ``form`` compares: (N, C, H, W) -> (N, P, h, w)."""
+    """Periodic auto-correlations over every displacement of the fields ``form`` compares.
+
+    (N, C, H, W) -> (N, P, h, w).
+    """
     return two_point_statistics(statistics_fields(probabilities, form), periodic=True)
 
 
@@ -109,11 +112,14 @@ def per_image_metrics(labels, probabilities, *, line_metrics=True, min_line_pixe
         "statistics_mse_probabilities": (original_stats - reconstruction_stats).square().flatten(1).mean(1),
         "data_mse": pixel_error(probabilities, target) / labels[0].numel(),
         "volume_fraction_difference": (original_count - reconstruction_lines.flatten(1).sum(1)).abs()
-        / original_count.clamp_min(1) * 100,
+        / original_count.clamp_min(1)
+        * 100,
     }
     if line_metrics:
-        for name, stats, fields, pixels in (("original", original_stats, target, original_lines),
-                                            ("reconstruction", reconstruction_stats, probabilities, reconstruction_lines)):
+        for name, stats, fields, pixels in (
+            ("original", original_stats, target, original_lines),
+            ("reconstruction", reconstruction_stats, probabilities, reconstruction_lines),
+        ):
             result[f"orientation_{name}"] = orientations(stats[:, 0], fields[:, LINE_PHASE].flatten(1).mean(1))
             result[f"lines_{name}"] = count_components(pixels, min_line_pixels)
     return {name: value.cpu().numpy() for name, value in result.items()}
@@ -121,13 +127,15 @@ def per_image_metrics(labels, probabilities, *, line_metrics=True, min_line_pixe
 
 def summarize(metrics):
     """Summary numbers of per-image metrics: {name: float} (fractions in [0, 1], percentages, MSEs)."""
-    summary = {"n_images": int(len(metrics["data_mse"]))}
+    summary = {"n_images": len(metrics["data_mse"])}
     for name in ("statistics_mse", "statistics_mse_probabilities", "data_mse", "volume_fraction_difference"):
         summary[f"{name}_median"] = float(np.median(metrics[name]))
         summary[f"{name}_mean"] = float(np.mean(metrics[name]))
     for name in ("orientation", "lines"):
         if f"{name}_original" in metrics:
-            summary[f"{name}_preserved"] = float(np.mean(metrics[f"{name}_original"] == metrics[f"{name}_reconstruction"]))
+            summary[f"{name}_preserved"] = float(
+                np.mean(metrics[f"{name}_original"] == metrics[f"{name}_reconstruction"])
+            )
     if "lines_original" in metrics:
         summary["lines_reconstruction_mean"] = float(np.mean(metrics["lines_reconstruction"]))
         summary["lines_original_mean"] = float(np.mean(metrics["lines_original"]))

@@ -51,7 +51,7 @@ def statistics_fields(probabilities, form="normalized"):
         return probabilities
     if form == "authors-code":
         intensity = probabilities[:, 1:]
-        return torch.exp(-(intensity - LINE_PHASE) ** 2 / (2 * SOFT_INDICATOR_WIDTH**2))
+        return torch.exp(-((intensity - LINE_PHASE) ** 2) / (2 * SOFT_INDICATOR_WIDTH**2))
     return probabilities[:, LINE_PHASE : LINE_PHASE + 1]
 
 
@@ -73,8 +73,17 @@ class VAEObjective(nn.Module):
     still computed (without gradient) so that every run logs all of them.
     """
 
-    def __init__(self, *, form="normalized", alpha=1.0, beta=1.0, pixel_weight=0.0, periodic=True, cutoff=None,
-                 statistics_range=1.0):
+    def __init__(
+        self,
+        *,
+        form="normalized",
+        alpha=1.0,
+        beta=1.0,
+        pixel_weight=0.0,
+        periodic=True,
+        cutoff=None,
+        statistics_range=1.0,
+    ):
         super().__init__()
         if form not in STATISTICS_FORMS:
             raise ValueError(f"statistics form must be one of {list(STATISTICS_FORMS)}, got {form!r}")

@@ -19,11 +19,21 @@ TRAVERSAL_RANGE = 3.0
 # arXiv 2402.11103 (synthetic lines, latent 9): 100 pairs for orientation, line count and volume
 # fraction (App. B), the validation histograms (N = 1000) for the MSEs.
 PAPER_RESULTS = {
-    "statistics": {"orientation_preserved": 0.98, "lines_preserved": 0.63, "volume_fraction_difference_mean": 17.0,
-                   "statistics_mse_median": 1.74e-05, "statistics_mse_mean": 2.91e-05,
-                   "data_mse_median": 1.08e-01, "data_mse_mean": 1.08e-01},
-    "pixel": {"statistics_mse_median": 2.74e-05, "statistics_mse_mean": 5.87e-05,
-              "data_mse_median": 2.44e-02, "data_mse_mean": 2.98e-02},
+    "statistics": {
+        "orientation_preserved": 0.98,
+        "lines_preserved": 0.63,
+        "volume_fraction_difference_mean": 17.0,
+        "statistics_mse_median": 1.74e-05,
+        "statistics_mse_mean": 2.91e-05,
+        "data_mse_median": 1.08e-01,
+        "data_mse_mean": 1.08e-01,
+    },
+    "pixel": {
+        "statistics_mse_median": 2.74e-05,
+        "statistics_mse_mean": 5.87e-05,
+        "data_mse_median": 2.44e-02,
+        "data_mse_mean": 2.98e-02,
+    },
 }
 
 
@@ -63,8 +73,9 @@ def evaluate_checkpoint(path, *, split=None, n_images=1000, device="auto", batch
         raise ValueError(f"split must be one of {list(splits)}, got {split!r}")
     subset = splits[split]
     if len(subset) == 0:
-        raise ValueError(f"the {split} split of this run is empty (split fractions {config.split}); "
-                         "choose another with --split")
+        raise ValueError(
+            f"the {split} split of this run is empty (split fractions {config.split}); choose another with --split"
+        )
     subset = torch.utils.data.Subset(subset, range(min(n_images, len(subset))))
     if line_metrics is None:
         line_metrics = config.dataset == "lines"
@@ -74,8 +85,9 @@ def evaluate_checkpoint(path, *, split=None, n_images=1000, device="auto", batch
         labels = labels.to(device)
         logits, _, _ = model(model_input(labels, n_phases))
         probabilities = model.phase_probabilities(logits)
-        per_batch.append(per_image_metrics(labels, probabilities, line_metrics=line_metrics,
-                                           min_line_pixels=min_line_pixels))
+        per_batch.append(
+            per_image_metrics(labels, probabilities, line_metrics=line_metrics, min_line_pixels=min_line_pixels)
+        )
         if examples is None:
             examples = (labels[:EXAMPLES].cpu(), probabilities[:EXAMPLES].cpu())
     metrics = {name: np.concatenate([batch[name] for batch in per_batch]) for name in per_batch[0]}
@@ -105,16 +117,21 @@ def plot_reconstructions(evaluations, path):
         images, maps = display_images(probabilities), statistics(probabilities)[:, 0].numpy()
         for column in range(k):
             axes[row, column].imshow(images[column], cmap="gray", vmin=0, vmax=1)
-            axes[len(rows) + row, column].imshow(maps[column], cmap="viridis", vmin=0,
-                                                 vmax=original_stats[column].max(),
-                                                 extent=(-half - 0.5, half + 0.5, half + 0.5, -half - 0.5))
+            axes[len(rows) + row, column].imshow(
+                maps[column],
+                cmap="viridis",
+                vmin=0,
+                vmax=original_stats[column].max(),
+                extent=(-half - 0.5, half + 0.5, half + 0.5, -half - 0.5),
+            )
         axes[row, 0].set_ylabel(title, fontsize=8)
         axes[len(rows) + row, 0].set_ylabel(f"S2: {title}", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.suptitle("held-out images, their reconstructions, and the line-phase S2 maps (same colour scale per column)",
-                    fontsize=9)
+    figure.suptitle(
+        "held-out images, their reconstructions, and the line-phase S2 maps (same colour scale per column)", fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -123,8 +140,11 @@ def plot_reconstructions(evaluations, path):
 def plot_mse_histograms(evaluations, path):
     """Histograms of the per-image data-space and two-point MSEs of every model (log axes)."""
     plt = pyplot()
-    panels = {"data_mse": "data-space MSE", "statistics_mse": "two-point statistics MSE (the paper's)",
-              "statistics_mse_probabilities": "two-point statistics MSE of the probabilities"}
+    panels = {
+        "data_mse": "data-space MSE",
+        "statistics_mse": "two-point statistics MSE (the paper's)",
+        "statistics_mse_probabilities": "two-point statistics MSE of the probabilities",
+    }
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (name, title) in zip(axes, panels.items()):
         values = [np.clip(e.metrics[name], 1e-12, None) for e in evaluations]
@@ -153,8 +173,9 @@ def plot_latent_traversal(evaluation, path):
         z[axis, :, axis] = values
     decoded = model.phase_probabilities(model.decode(z.reshape(-1, model.latent_dim).to(device))).cpu()
     images = display_images(decoded).reshape(model.latent_dim, TRAVERSAL_STEPS, *decoded.shape[2:])
-    figure, axes = plt.subplots(model.latent_dim, TRAVERSAL_STEPS, figsize=(1.3 * TRAVERSAL_STEPS, 1.3 * model.latent_dim),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        model.latent_dim, TRAVERSAL_STEPS, figsize=(1.3 * TRAVERSAL_STEPS, 1.3 * model.latent_dim), squeeze=False
+    )
     for axis in range(model.latent_dim):
         for step in range(TRAVERSAL_STEPS):
             ax = axes[axis, step]
@@ -180,8 +201,9 @@ def plot_training_curves(evaluations, path):
         for evaluation in evaluations:
             epochs = [record["epoch"] for record in evaluation.history]
             line = ax.plot(epochs, [r[f"train_{term}"] for r in evaluation.history], label=evaluation.name)[0]
-            ax.plot(epochs, [r[f"validation_{term}"] for r in evaluation.history], linestyle="--",
-                    color=line.get_color())
+            ax.plot(
+                epochs, [r[f"validation_{term}"] for r in evaluation.history], linestyle="--", color=line.get_color()
+            )
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_title(f"{term} term per image (solid: training, dashed: validation)", fontsize=8)
@@ -203,14 +225,26 @@ def _number(value):
 TABLE_ROWS = (
     ("orientation preserved", ("orientation_preserved",), _percent),
     ("number of lines preserved", ("lines_preserved",), _percent),
-    ("mean number of lines, reconstruction / original", ("lines_reconstruction_mean", "lines_original_mean"),
-     lambda v: f"{v:.2f}"),
-    ("volume-fraction difference (Eq. 2), mean / median", ("volume_fraction_difference_mean",
-                                                           "volume_fraction_difference_median"), lambda v: f"{v:.1f}%"),
-    ("two-point statistics MSE (the paper's, soft indicator), median / mean", ("statistics_mse_median",
-                                                                               "statistics_mse_mean"), _number),
-    ("two-point statistics MSE of the probabilities, median / mean", ("statistics_mse_probabilities_median",
-                                                                      "statistics_mse_probabilities_mean"), _number),
+    (
+        "mean number of lines, reconstruction / original",
+        ("lines_reconstruction_mean", "lines_original_mean"),
+        lambda v: f"{v:.2f}",
+    ),
+    (
+        "volume-fraction difference (Eq. 2), mean / median",
+        ("volume_fraction_difference_mean", "volume_fraction_difference_median"),
+        lambda v: f"{v:.1f}%",
+    ),
+    (
+        "two-point statistics MSE (the paper's, soft indicator), median / mean",
+        ("statistics_mse_median", "statistics_mse_mean"),
+        _number,
+    ),
+    (
+        "two-point statistics MSE of the probabilities, median / mean",
+        ("statistics_mse_probabilities_median", "statistics_mse_probabilities_mean"),
+        _number,
+    ),
     ("data-space MSE, median / mean", ("data_mse_median", "data_mse_mean"), _number),
 )
 
@@ -226,19 +260,33 @@ def finding(ours, baseline):
         return ours.summary[key] / baseline.summary[key]
 
     statistics_ratio, data_ratio = ratio("statistics_mse_mean"), ratio("data_mse_mean")
-    ratios = (f"ratios statistics-loss / pixel-loss of the mean MSEs: two-point {statistics_ratio:.2f} (paper 0.50), "
-              f"data space {data_ratio:.2f} (paper 3.6)")
-    probabilities = (f"Compared on the phase probabilities instead of the soft indicator, the two-point ratio is "
-                     f"{ratio('statistics_mse_probabilities_mean'):.2f} (medians: "
-                     f"{ratio('statistics_mse_probabilities_median'):.2f}).")
+    ratios = (
+        f"ratios statistics-loss / pixel-loss of the mean MSEs: two-point {statistics_ratio:.2f} (paper 0.50), "
+        f"data space {data_ratio:.2f} (paper 3.6)"
+    )
+    probabilities = (
+        f"Compared on the phase probabilities instead of the soft indicator, the two-point ratio is "
+        f"{ratio('statistics_mse_probabilities_mean'):.2f} (medians: "
+        f"{ratio('statistics_mse_probabilities_median'):.2f})."
+    )
     if statistics_ratio < 1 < data_ratio:
-        head = ("**The paper's finding is reproduced**: the statistics-loss VAE has the lower two-point statistics "
-                "MSE and the higher data-space MSE")
+        head = (
+            "**The paper's finding is reproduced**: the statistics-loss VAE has the lower two-point statistics "
+            "MSE and the higher data-space MSE"
+        )
     else:
-        missing = [text for ok, text in ((statistics_ratio < 1, "a lower two-point MSE"),
-                                         (data_ratio > 1, "a higher data-space MSE")) if not ok]
-        head = (f"**The paper's finding is not fully reproduced**: the statistics-loss VAE does not have "
-                f"{' and '.join(missing)} than the pixel-loss VAE")
+        missing = [
+            text
+            for ok, text in (
+                (statistics_ratio < 1, "a lower two-point MSE"),
+                (data_ratio > 1, "a higher data-space MSE"),
+            )
+            if not ok
+        ]
+        head = (
+            f"**The paper's finding is not fully reproduced**: the statistics-loss VAE does not have "
+            f"{' and '.join(missing)} than the pixel-loss VAE"
+        )
     return f"{head} ({ratios}). {probabilities}"
 
 
@@ -248,19 +296,31 @@ def _setup_rows(evaluations):
     for e in evaluations:
         c = e.config
         seconds = sum(r["seconds"] for r in e.history)
-        terms = [f"{c.alpha:g} * {c.statistics} two-point distance (periodic {c.periodic}, cutoff {c.cutoff})"] \
-            if c.alpha else []
+        terms = (
+            [f"{c.alpha:g} * {c.statistics} two-point distance (periodic {c.periodic}, cutoff {c.cutoff})"]
+            if c.alpha
+            else []
+        )
         terms += [f"{c.pixel_weight:g} * summed squared pixel error"] if c.pixel_weight else []
         lines = c.lines
-        data = (f"{c.dataset}, {c.n_images} images {c.image_size}x{c.image_size}, split {c.split}"
-                + (f"; {lines.min_lines}-{lines.max_lines} lines, thickness {lines.min_thickness}-{lines.max_thickness}, "
-                   f"length {lines.min_length}-{lines.max_length}, gap {lines.min_gap}" if c.dataset == "lines" else ""))
-        encoder = (f"{c.encoder} ({'frozen' if c.freeze_encoder else 'trained'}, "
-                   f"{'weights ' + os.path.basename(c.encoder_weights) if c.encoder_weights else 'random start'}), "
-                   f"latent {c.latent_dim}")
-        training = (f"{' + '.join(terms)} + {c.beta:g} * KL; {len(e.history)} epochs, "
-                    f"batch {c.batch_size}, Adam {c.lr:g} (halved after {c.lr_halve_at:g} of the epochs), seed {c.seed}")
-        rows.append((e.name, data, encoder, training, f"{seconds:.0f} s ({seconds / max(len(e.history), 1):.1f} s/epoch)"))
+        data = f"{c.dataset}, {c.n_images} images {c.image_size}x{c.image_size}, split {c.split}" + (
+            f"; {lines.min_lines}-{lines.max_lines} lines, thickness {lines.min_thickness}-{lines.max_thickness}, "
+            f"length {lines.min_length}-{lines.max_length}, gap {lines.min_gap}"
+            if c.dataset == "lines"
+            else ""
+        )
+        encoder = (
+            f"{c.encoder} ({'frozen' if c.freeze_encoder else 'trained'}, "
+            f"{'weights ' + os.path.basename(c.encoder_weights) if c.encoder_weights else 'random start'}), "
+            f"latent {c.latent_dim}"
+        )
+        training = (
+            f"{' + '.join(terms)} + {c.beta:g} * KL; {len(e.history)} epochs, "
+            f"batch {c.batch_size}, Adam {c.lr:g} (halved after {c.lr_halve_at:g} of the epochs), seed {c.seed}"
+        )
+        rows.append(
+            (e.name, data, encoder, training, f"{seconds:.0f} s ({seconds / max(len(e.history), 1):.1f} s/epoch)")
+        )
     return rows
 
 
@@ -270,7 +330,7 @@ def _flat_settings(config):
 
 
 def differences_from_paper(evaluation):
-    """"name value (paper: value)" for every setting of the run that differs from the paper's preset."""
+    """ "name value (paper: value)" for every setting of the run that differs from the paper's preset."""
     paper = _flat_settings(preset_config("paper" if evaluation.kind == "statistics" else "paper-baseline"))
     ours = _flat_settings(evaluation.config)
     ignored = {"workers", "checkpoint_every", "encoder_weights"}
@@ -278,8 +338,11 @@ def differences_from_paper(evaluation):
         ignored |= {"volume_fractions", "correlation_length"}
     if ours["alpha"] == 0:
         ignored |= {"statistics", "periodic", "cutoff"}
-    changed = [f"{name} {ours[name]} (paper: {paper[name]})" for name in paper
-               if name not in ignored and ours[name] != paper[name]]
+    changed = [
+        f"{name} {ours[name]} (paper: {paper[name]})"
+        for name in paper
+        if name not in ignored and ours[name] != paper[name]
+    ]
     if ours["encoder_weights"] is None:
         changed.append("encoder weights: random start (paper: ImageNet)")
     return changed
@@ -288,9 +351,11 @@ def differences_from_paper(evaluation):
 def write_report(out, evaluations):
     """Write ``report.md`` and its PNGs under ``out`` for one or two Evaluations (ours first); return its path."""
     os.makedirs(out, exist_ok=True)
-    figures = {"reconstructions.png": "Held-out images and reconstructions with their S2 maps",
-               "mse_histograms.png": "Per-image MSE histograms",
-               "training_curves.png": "Training curves"}
+    figures = {
+        "reconstructions.png": "Held-out images and reconstructions with their S2 maps",
+        "mse_histograms.png": "Per-image MSE histograms",
+        "training_curves.png": "Training curves",
+    }
     plot_reconstructions(evaluations, os.path.join(out, "reconstructions.png"))
     plot_mse_histograms(evaluations, os.path.join(out, "mse_histograms.png"))
     plot_training_curves(evaluations, os.path.join(out, "training_curves.png"))
@@ -302,7 +367,9 @@ def write_report(out, evaluations):
     text = ["# Spatial-statistics VAE: evaluation report", ""]
     if len(evaluations) == 2:
         text += [finding(*evaluations), ""]
-    header = ["metric"] + [f"{e.name} (this run)" for e in evaluations] + ["paper: statistics loss", "paper: pixel loss"]
+    header = (
+        ["metric"] + [f"{e.name} (this run)" for e in evaluations] + ["paper: statistics loss", "paper: pixel loss"]
+    )
     text += ["## Metrics", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for title, keys, formatter in TABLE_ROWS:
         cells = [_cell(e.summary, keys, formatter) for e in evaluations]

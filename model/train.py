@@ -60,13 +60,15 @@ class TrainConfig:
     n_images: int = config_field(100_000, "number of generated images (a folder uses all its files)")
     split: tuple = config_field((0.7, 0.3, 0.0), "train,validation,test fractions", float_tuple)
     data_seed: int = config_field(0, "seed of the generated images and of the split")
-    lines: LineConfig = LineConfig()
-    volume_fractions: tuple = config_field((0.5,), "phase fractions of the gaussian data (the last phase takes the rest)",
-                                      float_tuple)
+    lines: LineConfig = LineConfig()  # noqa: RUF009 - frozen, shared safely
+    volume_fractions: tuple = config_field(
+        (0.5,), "phase fractions of the gaussian data (the last phase takes the rest)", float_tuple
+    )
     correlation_length: float = config_field(4.0, "correlation length of the gaussian data in pixels")
     encoder: str = config_field("resnet152", "encoder trunk", choices=ENCODERS)
-    encoder_weights: str = config_field(None, "local torchvision state dict of the encoder trunk (nothing is downloaded)",
-                                   optional_str)
+    encoder_weights: str = config_field(
+        None, "local torchvision state dict of the encoder trunk (nothing is downloaded)", optional_str
+    )
     freeze_encoder: bool = config_field(True, "keep the encoder trunk's weights fixed (the paper does)")
     latent_dim: int = config_field(9, "latent size")
     statistics: str = config_field("authors-code", "two-point distance (model/objectives.py)", choices=STATISTICS_FORMS)
@@ -99,8 +101,9 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm needs two images), got {self.batch_size}")
         if not self.lr > 0 or not 0 < self.lr_halve_at <= 1 or self.workers < 0:
-            raise ValueError(f"need lr > 0, 0 < lr_halve_at <= 1 and workers >= 0, got {self.lr}, "
-                             f"{self.lr_halve_at}, {self.workers}")
+            raise ValueError(
+                f"need lr > 0, 0 < lr_halve_at <= 1 and workers >= 0, got {self.lr}, {self.lr_halve_at}, {self.workers}"
+            )
 
     @classmethod
     def from_dict(cls, values):
@@ -112,8 +115,13 @@ class TrainConfig:
 def _scaled_lines(size):
     """The default LineConfig scaled from 224 pixels to ``size`` (thickness at least 2 pixels)."""
     scale = size / 224
-    return LineConfig(min_thickness=max(2, round(5 * scale)), max_thickness=max(3, round(9 * scale)),
-                      min_length=round(112 * scale), max_length=size, min_gap=max(2, round(10 * scale)))
+    return LineConfig(
+        min_thickness=max(2, round(5 * scale)),
+        max_thickness=max(3, round(9 * scale)),
+        min_length=round(112 * scale),
+        max_length=size,
+        min_gap=max(2, round(10 * scale)),
+    )
 
 
 # The CPU demo (about 2 minutes per model on 2 CPU cores). 64x64 images with the paper's line sizes
@@ -124,8 +132,17 @@ def _scaled_lines(size):
 # 8 epochs: the statistics-loss model then preserves orientation and has the lower two-point MSE,
 # while both models are still improving.
 _DEMO = dict(
-    image_size=64, n_images=4000, split=(0.75, 0.05, 0.2), lines=_scaled_lines(64), encoder="resnet18",
-    freeze_encoder=False, statistics="normalized", epochs=8, seed=0, workers=0, checkpoint_every=1000,
+    image_size=64,
+    n_images=4000,
+    split=(0.75, 0.05, 0.2),
+    lines=_scaled_lines(64),
+    encoder="resnet18",
+    freeze_encoder=False,
+    statistics="normalized",
+    epochs=8,
+    seed=0,
+    workers=0,
+    checkpoint_every=1000,
 )
 PRESETS = {
     "paper": {},
@@ -135,7 +152,7 @@ PRESETS = {
 }
 PRESET_HELP = {
     "paper": "the paper's settings: resnet152 (frozen), 224x224, 100k images 70/30, authors-code statistics, Adam 1e-3 "
-             "halved for the last 10%, batch 32, 1500 epochs, beta 1 (a GPU job)",
+    "halved for the last 10%, batch 32, 1500 epochs, beta 1 (a GPU job)",
     "paper-baseline": "the paper's pixel-loss VAE: as paper with the summed squared pixel error, 400 epochs",
     "demo-cpu": "64x64 lines, 4000 images, trainable resnet18, normalized statistics, 8 epochs: minutes on 2 CPU cores",
     "demo-cpu-baseline": "demo-cpu with the pixel loss instead of the statistics",
@@ -160,11 +177,14 @@ def build_dataset(config):
     if config.dataset == "lines":
         return LineDataset(config.n_images, config.image_size, config.lines, config.data_seed)
     if config.dataset == "gaussian":
-        return GaussianDataset(config.n_images, config.image_size, config.volume_fractions, config.correlation_length,
-                               config.data_seed)
+        return GaussianDataset(
+            config.n_images, config.image_size, config.volume_fractions, config.correlation_length, config.data_seed
+        )
     dataset = FolderDataset(config.data_dir, parse_label_map(config.label_map) if config.label_map else None)
     if dataset.size != config.image_size:
-        raise ValueError(f"the images in {config.data_dir} are {dataset.size} pixels wide; pass --image-size {dataset.size}")
+        raise ValueError(
+            f"the images in {config.data_dir} are {dataset.size} pixels wide; pass --image-size {dataset.size}"
+        )
     return dataset
 
 
@@ -176,18 +196,34 @@ def build_splits(config):
 
 
 def build_model(config, n_phases, encoder_weights=None):
-    return ResNetVAE(encoder=config.encoder, latent_dim=config.latent_dim, image_size=config.image_size,
-                     n_phases=n_phases, freeze_encoder=config.freeze_encoder, encoder_weights=encoder_weights)
+    return ResNetVAE(
+        encoder=config.encoder,
+        latent_dim=config.latent_dim,
+        image_size=config.image_size,
+        n_phases=n_phases,
+        freeze_encoder=config.freeze_encoder,
+        encoder_weights=encoder_weights,
+    )
 
 
 def build_objective(config, statistics_range=1.0):
-    return VAEObjective(form=config.statistics, alpha=config.alpha, beta=config.beta, pixel_weight=config.pixel_weight,
-                        periodic=config.periodic, cutoff=config.cutoff, statistics_range=statistics_range)
+    return VAEObjective(
+        form=config.statistics,
+        alpha=config.alpha,
+        beta=config.beta,
+        pixel_weight=config.pixel_weight,
+        periodic=config.periodic,
+        cutoff=config.cutoff,
+        statistics_range=statistics_range,
+    )
 
 
 @torch.no_grad()
 def training_set_summary(objective, loader, n_phases, device):
-    """(range max - min of the hard statistics, mean phase fractions (C,)) of the training images, over all processes."""
+    """(range max - min of the hard statistics, mean phase fractions (C,)) of the training images.
+
+    Reduced over all processes.
+    """
     low, high = torch.tensor(math.inf, device=device), torch.tensor(-math.inf, device=device)
     pixels = torch.zeros(n_phases, dtype=torch.float64, device=device)
     for labels in loader:
@@ -237,10 +273,17 @@ def _all_sum(values, device):
 
 
 def _loader(subset, config, rank, world, *, shuffle):
-    sampler = torch.utils.data.DistributedSampler(subset, num_replicas=world, rank=rank, shuffle=shuffle,
-                                                  seed=config.seed)
-    return torch.utils.data.DataLoader(subset, batch_size=config.batch_size, sampler=sampler, drop_last=shuffle,
-                                       num_workers=config.workers, persistent_workers=config.workers > 0)
+    sampler = torch.utils.data.DistributedSampler(
+        subset, num_replicas=world, rank=rank, shuffle=shuffle, seed=config.seed
+    )
+    return torch.utils.data.DataLoader(
+        subset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=shuffle,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,7 +383,9 @@ def _run_epoch(model, vae, objective, loader, optimizer, device, config, descrip
             sums[name] += terms[name].detach().double() * len(labels)
         if description and step % PROGRESS_EVERY == 0:
             rate = images / (time.perf_counter() - start)
-            batches.set_postfix({name: f"{float(terms[name].detach()):.4g}" for name in TERMS} | {"img/s": f"{rate:.0f}"})
+            batches.set_postfix(
+                {name: f"{float(terms[name].detach()):.4g}" for name in TERMS} | {"img/s": f"{rate:.0f}"}
+            )
     return {name: float(value) for name, value in sums.items()}, images
 
 
@@ -362,7 +407,9 @@ def _means(train_sums, train_images, validation_sums, validation_images, seconds
     train_images, validation_images = totals[len(TERMS)], max(totals[-1], 1)
     record = {"train_images": int(train_images), "images_per_second": round(train_images / seconds, 1)}
     record |= {f"train_{name}": totals[i] / train_images for i, name in enumerate(TERMS)}
-    return record | {f"validation_{name}": totals[len(TERMS) + 1 + i] / validation_images for i, name in enumerate(TERMS)}
+    return record | {
+        f"validation_{name}": totals[len(TERMS) + 1 + i] / validation_images for i, name in enumerate(TERMS)
+    }
 
 
 def train(config, out, *, resume=None, device="auto", progress=True):
@@ -384,11 +431,15 @@ def _train(config, out, resume, device, rank, world, progress):
     torch.manual_seed(config.seed)
     splits, n_phases = build_splits(config)
     if len(splits["train"]) < config.batch_size * world:
-        raise ValueError(f"the training split has {len(splits['train'])} images, fewer than one batch per process "
-                         f"({config.batch_size} x {world})")
+        raise ValueError(
+            f"the training split has {len(splits['train'])} images, fewer than one batch per process "
+            f"({config.batch_size} x {world})"
+        )
     if rank == 0 and not resume and config.encoder_weights is None:
-        print(f"note: the {config.encoder} encoder starts from random weights (no --encoder-weights file given; "
-              "the paper starts from ImageNet weights)")
+        print(
+            f"note: the {config.encoder} encoder starts from random weights (no --encoder-weights file given; "
+            "the paper starts from ImageNet weights)"
+        )
     vae = build_model(config, n_phases, None if resume else config.encoder_weights).to(device)
     objective = build_objective(config).to(device)
     optimizer = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=config.lr, fused=True)
@@ -406,17 +457,20 @@ def _train(config, out, resume, device, rank, world, progress):
     model = DistributedDataParallel(vae) if world > 1 else vae
     if rank == 0:
         os.makedirs(out, exist_ok=True)
-        print(f"training {config.encoder} VAE on {len(splits['train'])} {config.dataset} images "
-              f"({config.image_size}x{config.image_size}, {n_phases} phases) on {device} x {world}, "
-              f"epochs {start_epoch + 1}..{config.epochs}")
+        print(
+            f"training {config.encoder} VAE on {len(splits['train'])} {config.dataset} images "
+            f"({config.image_size}x{config.image_size}, {n_phases} phases) on {device} x {world}, "
+            f"epochs {start_epoch + 1}..{config.epochs}"
+        )
     path = os.path.join(out, CHECKPOINT)
     for epoch in range(start_epoch, config.epochs):
         train_loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         model.train()
         description = f"epoch {epoch + 1}/{config.epochs}" if progress and rank == 0 else None
-        train_sums, train_images = _run_epoch(model, vae, objective, train_loader, optimizer, device, config,
-                                              description)
+        train_sums, train_images = _run_epoch(
+            model, vae, objective, train_loader, optimizer, device, config, description
+        )
         seconds = time.perf_counter() - started
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -426,13 +480,26 @@ def _train(config, out, resume, device, rank, world, progress):
         record |= _means(train_sums, train_images, validation_sums, validation_images, seconds, device)
         history.append(record)
         if rank == 0:
-            print(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
-                f"{name} {record['train_' + name]:.4g}/{record['validation_' + name]:.4g}" for name in TERMS
-            ) + f" (train/validation), {record['images_per_second']:.0f} img/s, {seconds:.1f} s", flush=True)
-            payload = {"config": dataclasses.asdict(config), "n_phases": n_phases, "epoch": epoch + 1,
-                       "model": vae.state_dict(), "objective": objective.state_dict(),
-                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "rng": _rng_state(device), "history": history, "world_size": world}
+            print(
+                f"epoch {epoch + 1}/{config.epochs}: "
+                + ", ".join(
+                    f"{name} {record['train_' + name]:.4g}/{record['validation_' + name]:.4g}" for name in TERMS
+                )
+                + f" (train/validation), {record['images_per_second']:.0f} img/s, {seconds:.1f} s",
+                flush=True,
+            )
+            payload = {
+                "config": dataclasses.asdict(config),
+                "n_phases": n_phases,
+                "epoch": epoch + 1,
+                "model": vae.state_dict(),
+                "objective": objective.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(device),
+                "history": history,
+                "world_size": world,
+            }
             _save(path, payload)
             if (epoch + 1) % config.checkpoint_every == 0:
                 _save(os.path.join(out, f"checkpoint_epoch{epoch + 1:04d}.pt"), payload)
@@ -440,4 +507,3 @@ def _train(config, out, resume, device, rank, world, progress):
         if world > 1:
             dist.barrier()
     return path
-

@@ -62,8 +62,16 @@ class ResNetVAE(nn.Module):
     thousand steps to leave).
     """
 
-    def __init__(self, *, encoder="resnet152", latent_dim=9, image_size=224, n_phases=2, freeze_encoder=True,
-                 encoder_weights=None):
+    def __init__(
+        self,
+        *,
+        encoder="resnet152",
+        latent_dim=9,
+        image_size=224,
+        n_phases=2,
+        freeze_encoder=True,
+        encoder_weights=None,
+    ):
         super().__init__()
         if latent_dim < 1 or image_size < 32 or n_phases < 2:
             raise ValueError(
@@ -93,8 +101,9 @@ class ResNetVAE(nn.Module):
         """(N, latent_dim) -> logits (N, 1 or C, image_size, image_size)."""
         seed = self.decoder_head(z).view(-1, *DECODER_SEED_SHAPE)
         small = self.upsample(seed)
-        resized = nn.functional.interpolate(small, size=(self.image_size, self.image_size), mode="bilinear",
-                                            align_corners=False)
+        resized = nn.functional.interpolate(
+            small, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
         return self.to_output(resized)
 
     def forward(self, images):

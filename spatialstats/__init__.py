@@ -1,9 +1,9 @@
 """spatialstats: exact, differentiable two-point statistics of microstructures.
 
-    import spatialstats as ss
-    s2 = ss.two_point(image > 0.5, cutoff=16)             # numpy, torch or cupy in, same type out
-    stats, pairs = ss.two_point_all(labels, pairs="all")    # every phase, auto and cross
-    loss = ss.TwoPointLoss(cutoff=16)(pred, target)         # differentiable, (N, C, *spatial)
+import spatialstats as ss
+s2 = ss.two_point(image > 0.5, cutoff=16)             # numpy, torch or cupy in, same type out
+stats, pairs = ss.two_point_all(labels, pairs="all")    # every phase, auto and cross
+loss = ss.TwoPointLoss(cutoff=16)(pred, target)         # differentiable, (N, C, *spatial)
 """
 
 from .loss import TwoPointLoss, two_point_loss, two_point_statistics

@@ -76,7 +76,8 @@ def run_stats(args):
     )
     stats = result.stats
     inside = mask if mask is not None else np.ones(labels.shape, dtype=bool)
-    print(f"{args.image}: {'x'.join(map(str, labels.shape))}, {len(names)} phases, window {'x'.join(map(str, stats.shape[1:]))}")
+    shape, window = "x".join(map(str, labels.shape)), "x".join(map(str, stats.shape[1:]))
+    print(f"{args.image}: {shape}, {len(names)} phases, window {window}")
     for phase, name in enumerate(names):
         print(f"  phase {phase} ({name}): volume fraction {np.mean(labels[inside] == phase):.6f}")
     np.save(args.out, stats)
@@ -104,12 +105,18 @@ def build_parser():
     stats.add_argument("image", help="phase map: .npy label array, or .png/.tif(f) image")
     stats.add_argument("--out", required=True, help="where to write the statistics (.npy)")
     stats.add_argument("--plot", help="also draw the S2 maps into this PNG")
-    stats.add_argument("--cutoff", type=_cutoff, default=None,
-                       help="window half-width K in pixels, or one per axis as K0,K1[,K2] "
-                            "(default: every distinct displacement)")
-    stats.add_argument("--periodic", action=argparse.BooleanOptionalAction, default=True,
-                       help="wrap pairs around the image edges (default) or, with --no-periodic, "
-                            "count only pairs inside the image")
+    stats.add_argument(
+        "--cutoff",
+        type=_cutoff,
+        default=None,
+        help="window half-width K in pixels, or one per axis as K0,K1[,K2] (default: every distinct displacement)",
+    )
+    stats.add_argument(
+        "--periodic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wrap pairs around the image edges (default) or, with --no-periodic, count only pairs inside the image",
+    )
     stats.add_argument("--mask", help="file of the image's shape, non-zero where the image is valid")
     stats.add_argument("--phases", type=int, nargs="+", help="only these phases (default: all)")
     stats.add_argument("--cross", action="store_true", help="also the cross-correlations of every pair of phases")

@@ -31,7 +31,9 @@ def two_point_stats(arr1, arr2, periodic_boundary=True, cutoff=None, mask=None, 
     a, kind = ops.as_tensor(arr1, "arr1")
     b, b_kind = ops.as_tensor(arr2, "arr2")
     if a.ndim not in (2, 3, 4):
-        raise ValueError(f"arr1 must have shape (n_samples, *spatial) with 1 to 3 spatial axes, got shape {tuple(a.shape)}")
+        raise ValueError(
+            f"arr1 must have shape (n_samples, *spatial) with 1 to 3 spatial axes, got shape {tuple(a.shape)}"
+        )
     d = a.ndim - 1
     periodic = ops.check_flag(periodic_boundary, "periodic_boundary")
     ops.check_field(a, "arr1", d, indicator_ints=False)

@@ -32,14 +32,18 @@ def _check_options(cutoff, periodic, distance, reduction):
 
 def _check_prediction(t, name, *, allow_bool):
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of phase probabilities (N, C, *spatial), got {type(t).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of phase probabilities (N, C, *spatial), got {type(t).__name__}"
+        )
     if not (t.dtype.is_floating_point or (allow_bool and t.dtype == torch.bool)):
         raise TypeError(
             f"{name} must hold phase probabilities as a floating tensor, got dtype {t.dtype}; "
             "convert a label image with torch.nn.functional.one_hot(labels).movedim(-1, 1).float()"
         )
     if t.ndim not in (3, 4, 5):
-        raise ValueError(f"{name} must have shape (N, C, *spatial) with 1 to 3 spatial axes, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have shape (N, C, *spatial) with 1 to 3 spatial axes, got shape {tuple(t.shape)}"
+        )
     ops.check_field(t, name, t.ndim - 2)
 
 
@@ -194,8 +198,13 @@ class TwoPointLoss(torch.nn.Module):
     def statistics(self, x, mask=None):
         """The statistics this loss compares: (N, C, *spatial) -> (N, P, *window)."""
         return two_point_statistics(
-            x, cutoff=self.cutoff, periodic=self.periodic, phases=self.phases, pairs=self.pairs,
-            mask=mask, backend=self.backend,
+            x,
+            cutoff=self.cutoff,
+            periodic=self.periodic,
+            phases=self.phases,
+            pairs=self.pairs,
+            mask=mask,
+            backend=self.backend,
         )
 
     @torch.no_grad()
@@ -213,9 +222,18 @@ class TwoPointLoss(torch.nn.Module):
 
     def forward(self, pred, target=None, *, target_stats=None, mask=None):
         return two_point_loss(
-            pred, target, target_stats=target_stats, cutoff=self.cutoff, periodic=self.periodic,
-            phases=self.phases, pairs=self.pairs, distance=self.distance, reduction=self.reduction,
-            weights=self.weights, mask=mask, backend=self.backend,
+            pred,
+            target,
+            target_stats=target_stats,
+            cutoff=self.cutoff,
+            periodic=self.periodic,
+            phases=self.phases,
+            pairs=self.pairs,
+            distance=self.distance,
+            reduction=self.reduction,
+            weights=self.weights,
+            mask=mask,
+            backend=self.backend,
         )
 
     def extra_repr(self):

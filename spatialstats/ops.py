@@ -99,8 +99,7 @@ def check_field(t, name, spatial_dims, *, indicator_ints=True):
         raise TypeError(f"{name} must be real, got complex dtype {t.dtype}")
     if t.ndim < spatial_dims:
         raise ValueError(
-            f"{name} must have shape (*batch, *spatial) with {spatial_dims} spatial axes, "
-            f"got shape {tuple(t.shape)}"
+            f"{name} must have shape (*batch, *spatial) with {spatial_dims} spatial axes, got shape {tuple(t.shape)}"
         )
     if t.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); every axis needs at least one entry")
@@ -122,7 +121,9 @@ def check_partner(t, kind, name, ref, ref_kind, ref_name):
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; put both on one device")
     if tuple(t.shape) != tuple(ref.shape):
-        raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has shape {tuple(ref.shape)}; they must match")
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)} but {ref_name} has shape {tuple(ref.shape)}; they must match"
+        )
     if kind != "numpy" and t.dtype.is_floating_point and ref.dtype.is_floating_point and t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; pass one dtype")
 
@@ -158,9 +159,7 @@ def prepare_mask(mask, kind, batch_shape, spatial_shape, device, *, weights=Fals
     except RuntimeError:
         broadcast = None
     if broadcast != tuple(batch_shape):
-        raise ValueError(
-            f"mask batch axes {mask_batch} do not broadcast to the batch axes {tuple(batch_shape)} of x"
-        )
+        raise ValueError(f"mask batch axes {mask_batch} do not broadcast to the batch axes {tuple(batch_shape)} of x")
     if all(s == 1 for s in mask_batch):
         return m.reshape(1, *spatial_shape), mask_batch
     full = m.expand(*batch_shape, *spatial_shape).reshape(-1, *spatial_shape)
@@ -328,7 +327,13 @@ def resolve_backend(backend, fields, pairs, window, periodic):
             raise ValueError(f"{BACKEND_ENV} must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         backend = choose_backend(
-            fields.device, fields.shape[0], fields.shape[1], pairs, tuple(fields.shape[2:]), window, periodic,
+            fields.device,
+            fields.shape[0],
+            fields.shape[1],
+            pairs,
+            tuple(fields.shape[2:]),
+            window,
+            periodic,
             dtype=fields.dtype,
         )
     reason = backend_unavailable_reason(backend, fields.device)

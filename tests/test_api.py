@@ -11,7 +11,7 @@ from .conftest import requires_cuda
 
 
 def test_readme_example_shape():
-    assert ss.two_point(np.random.rand(64, 64) > 0.5, cutoff=5).shape == (11, 11)
+    assert ss.two_point(np.random.default_rng(0).random((64, 64)) > 0.5, cutoff=5).shape == (11, 11)
 
 
 @pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int32, np.float32, np.float64])
@@ -25,14 +25,22 @@ def test_numpy_in_numpy_float64_out(dtype):
 
 @pytest.mark.parametrize(
     "dtype, out_dtype",
-    [(torch.bool, torch.float32), (torch.uint8, torch.float32), (torch.float16, torch.float32),
-     (torch.bfloat16, torch.float32), (torch.float32, torch.float32), (torch.float64, torch.float64)],
+    [
+        (torch.bool, torch.float32),
+        (torch.uint8, torch.float32),
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+    ],
 )
 def test_torch_dtypes(dtype, out_dtype):
     x = (torch.rand(3, 8, 8) > 0.5).to(dtype)
     stats = ss.two_point(x, cutoff=2)
     assert isinstance(stats, torch.Tensor) and stats.dtype == out_dtype and stats.device == x.device
-    torch.testing.assert_close(stats.double(), ss.two_point(x.double(), cutoff=2, backend="reference"), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        stats.double(), ss.two_point(x.double(), cutoff=2, backend="reference"), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_numpy_and_torch_agree_and_lists_work():
@@ -94,9 +102,13 @@ def test_two_point_all_labels_equal_one_hot_and_two_point():
     assert result.pairs == ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
     assert result.stats.shape == (2, 6, 7, 7)
     one_hot = np.stack([labels == p for p in range(3)], axis=1).astype(np.float64)
-    np.testing.assert_allclose(ss.two_point_all(one_hot, pairs="all", cutoff=3).stats, result.stats, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        ss.two_point_all(one_hot, pairs="all", cutoff=3).stats, result.stats, rtol=1e-12, atol=1e-14
+    )
     for p, (i, j) in enumerate(result.pairs):
-        np.testing.assert_allclose(result.stats[:, p], ss.two_point(labels == i, labels == j, cutoff=3), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            result.stats[:, p], ss.two_point(labels == i, labels == j, cutoff=3), rtol=1e-12, atol=1e-14
+        )
     # every point is in some phase: sum over ordered pairs of S_ij(r) is one; S_ji(r) = S_ij(-r)
     crosses = result.stats[:, 3:]
     total = result.stats[:, :3].sum(1) + crosses.sum(1) + crosses[:, :, ::-1, ::-1].sum(1)
@@ -112,9 +124,11 @@ def test_two_point_all_options():
     assert chosen.pairs == ((1, 1),)
     np.testing.assert_allclose(chosen.stats[0], default.stats[1])
     explicit = ss.two_point_all(labels, pairs=[(1, 0)], cutoff=2)
-    np.testing.assert_allclose(explicit.stats[0], ss.two_point(labels == 1, labels == 0, cutoff=2), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        explicit.stats[0], ss.two_point(labels == 1, labels == 0, cutoff=2), rtol=1e-12, atol=1e-14
+    )
     assert ss.two_point_all(labels.astype(bool), cutoff=2).pairs == ((0, 0), (1, 1))
-    stats, pairs = ss.two_point_all(torch.from_numpy(labels), cutoff=2)
+    stats, _ = ss.two_point_all(torch.from_numpy(labels), cutoff=2)
     assert isinstance(stats, torch.Tensor) and stats.dtype == torch.float32
 
 
@@ -129,7 +143,7 @@ def test_available_backends_lists_every_backend():
     backends = ss.available_backends("cpu")
     assert set(backends) == set(ops.BACKENDS)
     assert backends["reference"] is None and backends["fft"] is None
-    assert all(reason is None or isinstance(reason, str) and reason for reason in backends.values())
+    assert all(reason is None or (isinstance(reason, str) and reason) for reason in backends.values())
 
 
 def test_environment_override_applies_to_auto(monkeypatch):
@@ -166,7 +180,9 @@ def test_torch_cuda_round_trip():
     x = torch.rand(2, 16, 16, device="cuda")
     stats = ss.two_point(x, cutoff=3)
     assert stats.device == x.device
-    torch.testing.assert_close(stats.cpu().double(), ss.two_point(x.cpu().double(), cutoff=3, backend="reference"), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        stats.cpu().double(), ss.two_point(x.cpu().double(), cutoff=3, backend="reference"), rtol=1e-4, atol=1e-5
+    )
 
 
 @requires_cuda

@@ -19,7 +19,10 @@ def labels():
 def test_npy_label_image(tmp_path, labels, capsys):
     np.save(tmp_path / "img.npy", labels)
     out, plot = tmp_path / "s2.npy", tmp_path / "s2.png"
-    assert main(["stats", str(tmp_path / "img.npy"), "--cutoff", "4", "--cross", "--out", str(out), "--plot", str(plot)]) == 0
+    assert (
+        main(["stats", str(tmp_path / "img.npy"), "--cutoff", "4", "--cross", "--out", str(out), "--plot", str(plot)])
+        == 0
+    )
     stats = np.load(out)
     np.testing.assert_allclose(stats, ss.two_point_all(labels, cutoff=4, pairs="all").stats)
     text = capsys.readouterr().out
@@ -33,7 +36,12 @@ def test_png_grey_values_become_phases(tmp_path, labels, capsys):
     grey = np.array([0, 128, 255], dtype=np.uint8)[labels]
     Image.fromarray(grey).save(tmp_path / "img.png")
     out = tmp_path / "s2.npy"
-    assert main(["stats", str(tmp_path / "img.png"), "--no-periodic", "--cutoff", "3,5", "--phases", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["stats", str(tmp_path / "img.png"), "--no-periodic", "--cutoff", "3,5", "--phases", "2", "--out", str(out)]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(out)[0], ss.two_point(labels == 2, cutoff=(3, 5), periodic=False))
     assert "phase 2 (value 255)" in capsys.readouterr().out
 
@@ -44,7 +52,21 @@ def test_colour_png_and_mask(tmp_path, labels):
     mask = np.random.default_rng(1).random(labels.shape) > 0.3
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
     out = tmp_path / "s2.npy"
-    assert main(["stats", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"), "--cutoff", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "stats",
+                str(tmp_path / "img.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--cutoff",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     # sorted colours: (0,0,255) is phase 0 = label 2, (0,255,0) phase 1 = label 1, (255,0,0) phase 2 = label 0
     np.testing.assert_allclose(np.load(out)[0], ss.two_point(labels == 2, cutoff=2, mask=mask))
 
@@ -54,7 +76,12 @@ def test_multipage_tiff_is_a_volume(tmp_path):
     pages = [Image.fromarray(page) for page in volume]
     pages[0].save(tmp_path / "vol.tif", save_all=True, append_images=pages[1:])
     out = tmp_path / "s2.npy"
-    assert main(["stats", str(tmp_path / "vol.tif"), "--cutoff", "2", "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(
+            ["stats", str(tmp_path / "vol.tif"), "--cutoff", "2", "--out", str(out), "--plot", str(tmp_path / "p.png")]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(out)[1], ss.two_point(volume == 255, spatial_dims=3, cutoff=2))
 
 
@@ -65,10 +92,13 @@ def test_multipage_tiff_is_a_volume(tmp_path):
         (lambda p: (p / "img.jpg").write_bytes(b"x"), "unsupported file type"),
         (lambda p: (p / "img.png").write_bytes(b"not a png"), "not a readable image"),
         (lambda p: (p / "img.npy").write_bytes(b"garbage"), "not a readable .npy"),
-        (lambda p: np.save(p / "img.npy", np.random.rand(6, 6)), "non-integer values"),
+        (lambda p: np.save(p / "img.npy", np.random.default_rng(0).random((6, 6))), "non-integer values"),
         (lambda p: np.save(p / "img.npy", np.zeros((2, 2, 2, 2), int)), "2D image or a 3D volume"),
         (lambda p: np.save(p / "img.npy", -np.ones((4, 4), int)), "negative labels"),
-        (lambda p: Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(p / "img.png"), "distinct values"),
+        (
+            lambda p: Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(p / "img.png"),
+            "distinct values",
+        ),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, make, words, capsys):
@@ -82,14 +112,21 @@ def test_bad_files_give_one_line_errors(tmp_path, make, words, capsys):
 def test_bad_cutoff_and_mask_shape(tmp_path, labels, capsys):
     np.save(tmp_path / "img.npy", labels)
     np.save(tmp_path / "mask.npy", np.ones((3, 3), bool))
-    assert main(["stats", str(tmp_path / "img.npy"), "--mask", str(tmp_path / "mask.npy"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert (
+        main(
+            ["stats", str(tmp_path / "img.npy"), "--mask", str(tmp_path / "mask.npy"), "--out", str(tmp_path / "o.npy")]
+        )
+        == 2
+    )
     assert "mask shape" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["stats", str(tmp_path / "img.npy"), "--cutoff", "two", "--out", "o.npy"])
 
 
 def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "spatialstats.cli", "stats", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "spatialstats.cli", "stats", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     for words in ("--cutoff", "--no-periodic", "--mask", "--phases", "--plot", ".tif"):
         assert words in result.stdout

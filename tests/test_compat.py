@@ -68,7 +68,9 @@ def test_torch_in_torch_out():
     x = torch.rand(2, 9, 9)
     result = two_point_stats(x, x, cutoff=3)
     assert isinstance(result, torch.Tensor) and result.shape == (2, 7, 7)
-    np.testing.assert_allclose(result.double().numpy(), two_point_stats(x.double().numpy(), x.double().numpy(), cutoff=3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        result.double().numpy(), two_point_stats(x.double().numpy(), x.double().numpy(), cutoff=3), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("periodic", [True, False])
@@ -78,6 +80,8 @@ def test_equals_pymks_on_microstructures(periodic, cutoff):
     labels = np.stack([gaussian_microstructure((48, 40), correlation_length=3, seed=s) for s in range(3)])
     mask = np.random.default_rng(1).random(labels.shape) > 0.1
     for m in (None, mask):
-        expected = np.asarray(pymks.two_point_stats(labels == 1, labels == 0, periodic_boundary=periodic, cutoff=cutoff, mask=m))
+        expected = np.asarray(
+            pymks.two_point_stats(labels == 1, labels == 0, periodic_boundary=periodic, cutoff=cutoff, mask=m)
+        )
         result = two_point_stats(labels == 1, labels == 0, periodic_boundary=periodic, cutoff=cutoff, mask=m)
         np.testing.assert_allclose(result, expected, rtol=1e-10, atol=1e-12)

@@ -45,7 +45,11 @@ IMAGE = np.random.default_rng(0).random((8, 8))
         (lambda: ss.two_point_all(np.zeros((4, 4), int), pairs="some"), ValueError, ["pairs"]),
         (lambda: ss.two_point_all(np.zeros((4, 4), int), pairs=[(0, 5)]), ValueError, ["pair", "phase"]),
         (lambda: ss.two_point_all(np.zeros((4, 4), int), n_phases=2, phases=[2]), ValueError, ["phases"]),
-        (lambda: two_point_stats(IMAGE[None], IMAGE[None], mask=np.full((1, 8, 8), 2.0)), ValueError, ["mask", "[0, 1]"]),
+        (
+            lambda: two_point_stats(IMAGE[None], IMAGE[None], mask=np.full((1, 8, 8), 2.0)),
+            ValueError,
+            ["mask", "[0, 1]"],
+        ),
         (lambda: two_point_stats(IMAGE, IMAGE[None]), ValueError, ["arr2", "shape"]),
         (lambda: two_point_stats(np.zeros(4), np.zeros(4)), ValueError, ["arr1", "n_samples"]),
     ],
@@ -70,11 +74,23 @@ PRED = torch.rand(2, 1, 8, 8)
         (lambda: ss.two_point_loss(PRED[0, 0], PRED[0, 0]), ValueError, ["pred", "(N, C, *spatial)"]),
         (lambda: ss.two_point_loss(PRED), ValueError, ["target", "target_stats"]),
         (lambda: ss.two_point_loss(PRED, PRED, target_stats=PRED), ValueError, ["exactly one"]),
-        (lambda: ss.two_point_loss(PRED, target_stats=torch.zeros(2, 1, 3, 3), cutoff=2), ValueError, ["target_stats", "(2, 1, 5, 5)"]),
+        (
+            lambda: ss.two_point_loss(PRED, target_stats=torch.zeros(2, 1, 3, 3), cutoff=2),
+            ValueError,
+            ["target_stats", "(2, 1, 5, 5)"],
+        ),
         (lambda: ss.two_point_loss(PRED, PRED, distance="l1"), ValueError, ["distance", "l2"]),
         (lambda: ss.two_point_loss(PRED, PRED, reduction="max"), ValueError, ["reduction", "mean"]),
-        (lambda: ss.two_point_loss(PRED, PRED, cutoff=2, weights=torch.ones(3, 3)), ValueError, ["weights", "(1, 5, 5)"]),
-        (lambda: ss.two_point_loss(PRED, PRED, cutoff=2, weights=-torch.ones(5, 5)), ValueError, ["weights", "non-negative"]),
+        (
+            lambda: ss.two_point_loss(PRED, PRED, cutoff=2, weights=torch.ones(3, 3)),
+            ValueError,
+            ["weights", "(1, 5, 5)"],
+        ),
+        (
+            lambda: ss.two_point_loss(PRED, PRED, cutoff=2, weights=-torch.ones(5, 5)),
+            ValueError,
+            ["weights", "non-negative"],
+        ),
         (lambda: ss.two_point_loss(PRED * float("nan"), PRED), ValueError, ["pred", "NaN"]),
         (lambda: ss.two_point_loss(PRED, PRED, phases=[1]), ValueError, ["phases"]),
         (lambda: ss.TwoPointLoss(cutoff=-3), ValueError, ["cutoff"]),
@@ -99,7 +115,7 @@ def test_device_mismatch():
 
 def test_unavailable_backend_says_why(monkeypatch):
     monkeypatch.setitem(ss.ops._BACKEND_MODULES, "native", "spatialstats._missing_for_test")
-    with pytest.raises(ss.BackendUnavailableError, match="native.*cannot import"):
+    with pytest.raises(ss.BackendUnavailableError, match=r"native.*cannot import"):
         ss.two_point(IMAGE, backend="native")
     assert "cannot import" in ss.available_backends("cpu")["native"]
 

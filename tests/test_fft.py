@@ -22,7 +22,9 @@ TOLERANCES = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rto
 
 def assert_matches_reference(x, y, dtype, **kwargs):
     expected, expected_counts = ss.two_point(x, y, backend="reference", return_counts=True, **kwargs)
-    stats, counts = ss.two_point(x.to(dtype), None if y is None else y.to(dtype), backend="fft", return_counts=True, **kwargs)
+    stats, counts = ss.two_point(
+        x.to(dtype), None if y is None else y.to(dtype), backend="fft", return_counts=True, **kwargs
+    )
     assert stats.dtype == dtype and stats.shape == expected.shape
     torch.testing.assert_close(stats, expected.to(dtype), **TOLERANCES[dtype])
     torch.testing.assert_close(counts.double(), expected_counts.double(), rtol=0, atol=0)
@@ -88,7 +90,9 @@ def test_counts_without_mask_are_analytic():
     torch.testing.assert_close(counts, torch.outer(256 - r.abs(), 256 - r.abs()), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("minimum, expected", [(1, 1), (11, 12), (13, 14), (17, 18), (127, 128), (211, 216), (1031, 1050)])
+@pytest.mark.parametrize(
+    "minimum, expected", [(1, 1), (11, 12), (13, 14), (17, 18), (127, 128), (211, 216), (1031, 1050)]
+)
 def test_fast_fft_size(minimum, expected):
     assert _fft.fast_fft_size(minimum) == expected
 
@@ -129,5 +133,7 @@ def test_fft_gradient_equals_reference_gradient(periodic):
 def test_fft_second_derivatives():
     x = torch.rand(1, 5, 4, dtype=torch.float64, requires_grad=True)
     y = torch.rand(1, 5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradgradcheck(lambda a, b: ss.two_point(a, b, cutoff=(2, 5), periodic=False, backend="fft"), (x, y))
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: ss.two_point(a, b, cutoff=(2, 5), periodic=False, backend="fft"), (x, y)
+    )
     assert torch.autograd.gradgradcheck(lambda a: ss.two_point(a, cutoff=(3, 1), backend="fft"), (x,))

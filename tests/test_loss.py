@@ -26,8 +26,12 @@ def test_l2_and_mse_values(periodic, pairs):
     torch.testing.assert_close(l2, diff.norm(dim=1))
     mse = ss.two_point_loss(pred, target, cutoff=3, periodic=periodic, pairs=pairs, distance="mse", reduction="none")
     torch.testing.assert_close(mse, diff.square().mean(1))
-    assert ss.two_point_loss(pred, target, cutoff=3, periodic=periodic, pairs=pairs).item() == pytest.approx(l2.mean().item())
-    assert ss.two_point_loss(pred, target, cutoff=3, periodic=periodic, pairs=pairs, reduction="sum").item() == pytest.approx(l2.sum().item())
+    assert ss.two_point_loss(pred, target, cutoff=3, periodic=periodic, pairs=pairs).item() == pytest.approx(
+        l2.mean().item()
+    )
+    assert ss.two_point_loss(
+        pred, target, cutoff=3, periodic=periodic, pairs=pairs, reduction="sum"
+    ).item() == pytest.approx(l2.sum().item())
 
 
 def test_phases_and_weights():

@@ -46,8 +46,10 @@ def test_each_line_has_the_configured_thickness_and_length():
         along = 1 if labels.orientation == "horizontal" else 0
         line = image == 0
         # across the lines, runs of line pixels are the thicknesses; along them, the lengths
-        for axis, low, high in ((1 - along, SMALL_LINES.min_thickness, SMALL_LINES.max_thickness),
-                                (along, SMALL_LINES.min_length, SMALL_LINES.max_length)):
+        for axis, low, high in (
+            (1 - along, SMALL_LINES.min_thickness, SMALL_LINES.max_thickness),
+            (along, SMALL_LINES.min_length, SMALL_LINES.max_length),
+        ):
             runs = np.diff(np.pad(np.moveaxis(line, axis, -1).astype(np.int8), ((0, 0), (1, 1))), axis=-1)
             starts, ends = np.nonzero(runs == 1), np.nonzero(runs == -1)
             lengths = ends[1] - starts[1]
@@ -63,11 +65,14 @@ def test_line_images_depend_on_seed_and_index_only():
         a[5]
 
 
-@pytest.mark.parametrize("config, size, words", [
-    (LineConfig(min_lines=3, max_lines=2), 224, ["lines"]),
-    (LineConfig(), 64, ["max_length", "64"]),
-    (LineConfig(min_gap=0), 224, ["min_gap"]),
-])
+@pytest.mark.parametrize(
+    "config, size, words",
+    [
+        (LineConfig(min_lines=3, max_lines=2), 224, ["lines"]),
+        (LineConfig(), 64, ["max_length", "64"]),
+        (LineConfig(min_gap=0), 224, ["min_gap"]),
+    ],
+)
 def test_impossible_line_settings_are_refused(config, size, words):
     with pytest.raises(ValueError) as error:
         LineDataset(1, size, config)
@@ -105,7 +110,7 @@ def test_folder_of_png_tiff_and_npy(tmp_path):
 
 @pytest.mark.parametrize("text", ["", "0:1", "a=1", "1/2=3", "0=-1"])
 def test_bad_label_maps(text):
-    with pytest.raises(ValueError, match="VALUE=PHASE|empty"):
+    with pytest.raises(ValueError, match=r"VALUE=PHASE|empty"):
         parse_label_map(text)
 
 

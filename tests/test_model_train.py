@@ -11,25 +11,48 @@ import pytest
 import torch
 
 from model.data import LineConfig
-from spatialstats.cli import main
 from model.objectives import STATISTICS_FORMS
 from model.train import build_model, build_objective, build_splits, load_checkpoint, preset_config, train
 from model.vae import model_input, one_hot
+from spatialstats.cli import main
 
 TINY_LINES = LineConfig(min_thickness=2, max_thickness=3, min_length=16, max_length=32, min_gap=2)
-TINY = dict(image_size=32, n_images=40, split=(0.6, 0.2, 0.2), lines=TINY_LINES, batch_size=8, epochs=2,
-            checkpoint_every=1)
-TINY_FLAGS = ["--image-size", "32", "--n-images", "40", "--split", "0.6,0.2,0.2", "--min-thickness", "2",
-              "--max-thickness", "3", "--min-length", "16", "--max-length", "32", "--min-gap", "2",
-              "--batch-size", "8", "--epochs", "2", "--checkpoint-every", "1"]
+TINY = dict(
+    image_size=32, n_images=40, split=(0.6, 0.2, 0.2), lines=TINY_LINES, batch_size=8, epochs=2, checkpoint_every=1
+)
+TINY_FLAGS = [
+    "--image-size",
+    "32",
+    "--n-images",
+    "40",
+    "--split",
+    "0.6,0.2,0.2",
+    "--min-thickness",
+    "2",
+    "--max-thickness",
+    "3",
+    "--min-length",
+    "16",
+    "--max-length",
+    "32",
+    "--min-gap",
+    "2",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--checkpoint-every",
+    "1",
+]
 
 
 def tiny_config(**overrides):
     return preset_config("demo-cpu", **(TINY | overrides))
 
 
-@pytest.mark.parametrize("settings", [{"statistics": form} for form in STATISTICS_FORMS]
-                         + [{"alpha": 0.0, "pixel_weight": 1.0}])
+@pytest.mark.parametrize(
+    "settings", [{"statistics": form} for form in STATISTICS_FORMS] + [{"alpha": 0.0, "pixel_weight": 1.0}]
+)
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch(settings):
     config = tiny_config(**settings)
     splits, n_phases = build_splits(config)
@@ -85,9 +108,27 @@ def _spatialstats(capsys, *args):
 
 def test_two_gloo_processes_train_with_ddp(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "spatialstats.cli", "train", "--preset", "demo-cpu", *TINY_FLAGS, "--epochs", "1",
-               "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "spatialstats.cli",
+        "train",
+        "--preset",
+        "demo-cpu",
+        *TINY_FLAGS,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = load_checkpoint(str(tmp_path / "checkpoint.pt"))
@@ -100,40 +141,73 @@ def test_two_gloo_processes_train_with_ddp(tmp_path):
 def test_train_and_evaluate_from_the_command_line(tmp_path, capsys):
     runs = {}
     for name, extra in (("stats", []), ("pixel", ["--alpha", "0", "--pixel-weight", "1"])):
-        status, errors = _spatialstats(capsys, "train", "--preset", "demo-cpu", *TINY_FLAGS, "--epochs", "1", *extra,
-                                       "--out", str(tmp_path / name), "--no-progress")
+        status, errors = _spatialstats(
+            capsys,
+            "train",
+            "--preset",
+            "demo-cpu",
+            *TINY_FLAGS,
+            "--epochs",
+            "1",
+            *extra,
+            "--out",
+            str(tmp_path / name),
+            "--no-progress",
+        )
         assert status == 0, errors
         runs[name] = str(tmp_path / name / "checkpoint.pt")
-    status, errors = _spatialstats(capsys, "evaluate", runs["stats"], "--baseline", runs["pixel"],
-                                   "--out", str(tmp_path / "report"), "--n-images", "8")
+    status, errors = _spatialstats(
+        capsys,
+        "evaluate",
+        runs["stats"],
+        "--baseline",
+        runs["pixel"],
+        "--out",
+        str(tmp_path / "report"),
+        "--n-images",
+        "8",
+    )
     assert status == 0, errors
     report = (tmp_path / "report" / "report.md").read_text()
-    for words in ("| orientation preserved |", "| two-point statistics MSE (the paper's, soft indicator), median / mean |",
-                  "1.74e-05 / 2.91e-05", "statistics-loss VAE (this run)", "pixel-loss VAE (this run)",
-                  "reconstructions.png"):
+    for words in (
+        "| orientation preserved |",
+        "| two-point statistics MSE (the paper's, soft indicator), median / mean |",
+        "1.74e-05 / 2.91e-05",
+        "statistics-loss VAE (this run)",
+        "pixel-loss VAE (this run)",
+        "reconstructions.png",
+    ):
         assert words in report
-    for name in ("reconstructions", "mse_histograms", "training_curves", "latent_traversal_statistics",
-                 "latent_traversal_pixel"):
+    for name in (
+        "reconstructions",
+        "mse_histograms",
+        "training_curves",
+        "latent_traversal_statistics",
+        "latent_traversal_pixel",
+    ):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("args, words", [
-    (["train"], ["--preset", "--resume"]),
-    (["train", "--preset", "nope"], ["invalid choice", "nope"]),
-    (["train", "--preset", "demo-cpu", "--encoder", "resnet19"], ["invalid choice", "resnet19"]),
-    (["train", "--preset", "demo-cpu", "--epochs", "0"], ["epochs", ">= 1"]),
-    (["train", "--preset", "demo-cpu", "--batch-size", "1"], ["batch_size", ">= 2"]),
-    (["train", "--preset", "demo-cpu", "--split", "0.5,0.2"], ["split", "fractions"]),
-    (["train", "--preset", "demo-cpu", "--min-lines", "5", "--max-lines", "2"], ["min_lines"]),
-    (["train", "--preset", "demo-cpu", "--alpha", "0"], ["alpha", "pixel_weight"]),
-    (["train", "--preset", "demo-cpu", "--resume", "x.pt"], ["--resume", "--preset"]),
-    (["train", "--resume", "missing.pt"], ["missing.pt", "does not exist"]),
-    (["train", "--preset", "demo-cpu", "--dataset", "folder"], ["--data-dir"]),
-    (["evaluate", "missing.pt"], ["missing.pt", "does not exist"]),
-    (["evaluate", "README_missing.pt", "--n-images", "0"], ["--n-images"]),
-    (["data", "lines", "--n", "0", "--out", "unused"], ["--n", ">= 1"]),
-    (["data", "lines", "--n", "2", "--out", "unused", "--size", "64"], ["max_length", "64"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train"], ["--preset", "--resume"]),
+        (["train", "--preset", "nope"], ["invalid choice", "nope"]),
+        (["train", "--preset", "demo-cpu", "--encoder", "resnet19"], ["invalid choice", "resnet19"]),
+        (["train", "--preset", "demo-cpu", "--epochs", "0"], ["epochs", ">= 1"]),
+        (["train", "--preset", "demo-cpu", "--batch-size", "1"], ["batch_size", ">= 2"]),
+        (["train", "--preset", "demo-cpu", "--split", "0.5,0.2"], ["split", "fractions"]),
+        (["train", "--preset", "demo-cpu", "--min-lines", "5", "--max-lines", "2"], ["min_lines"]),
+        (["train", "--preset", "demo-cpu", "--alpha", "0"], ["alpha", "pixel_weight"]),
+        (["train", "--preset", "demo-cpu", "--resume", "x.pt"], ["--resume", "--preset"]),
+        (["train", "--resume", "missing.pt"], ["missing.pt", "does not exist"]),
+        (["train", "--preset", "demo-cpu", "--dataset", "folder"], ["--data-dir"]),
+        (["evaluate", "missing.pt"], ["missing.pt", "does not exist"]),
+        (["evaluate", "README_missing.pt", "--n-images", "0"], ["--n-images"]),
+        (["data", "lines", "--n", "0", "--out", "unused"], ["--n", ">= 1"]),
+        (["data", "lines", "--n", "2", "--out", "unused", "--size", "64"], ["max_length", "64"]),
+    ],
+)
 def test_bad_arguments_exit_with_a_message(args, words, capsys):
     status, errors = _spatialstats(capsys, *args)
     assert status == 2

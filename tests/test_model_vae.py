@@ -47,11 +47,14 @@ def test_encoder_weights_come_from_a_local_file(tmp_path):
         ResNetVAE(encoder="resnet18", image_size=32, encoder_weights=str(tmp_path / "missing.pth"))
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(encoder="resnet19"), ["encoder", "resnet18"]),
-    (dict(latent_dim=0), ["latent_dim"]),
-    (dict(image_size=16), ["image_size"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(encoder="resnet19"), ["encoder", "resnet18"]),
+        (dict(latent_dim=0), ["latent_dim"]),
+        (dict(image_size=16), ["image_size"]),
+    ],
+)
 def test_bad_model_options(kwargs, words):
     with pytest.raises(ValueError) as error:
         ResNetVAE(**kwargs)

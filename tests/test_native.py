@@ -124,7 +124,9 @@ def test_cpu_instruction_set_must_be_known(monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape, window", [((5, 6), (2, 4)), ((3, 4, 5), (1, 2, 3)), ((7,), (9,))], ids=["2d", "3d", "1d"])
+@pytest.mark.parametrize(
+    "shape, window", [((5, 6), (2, 4)), ((3, 4, 5), (1, 2, 3)), ((7,), (9,))], ids=["2d", "3d", "1d"]
+)
 @pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
 @pytest.mark.parametrize("with_mask", [False, True], ids=["", "mask"])
 def test_native_gradcheck(shape, window, periodic, with_mask, device):
@@ -159,7 +161,9 @@ def test_native_gradient_equals_reference_gradient(periodic, device):
     grads = []
     for backend, on in (("reference", "cpu"), ("native", device)):
         leaf = x.to(on).requires_grad_()
-        stats = ss.two_point(leaf, spatial_dims=3, cutoff=(3, 2, 2), periodic=periodic, mask=mask.to(on), backend=backend)
+        stats = ss.two_point(
+            leaf, spatial_dims=3, cutoff=(3, 2, 2), periodic=periodic, mask=mask.to(on), backend=backend
+        )
         (stats * weight.to(on)).sum().backward()
         grads.append(leaf.grad.cpu())
     torch.testing.assert_close(grads[1], grads[0], **TOLERANCES[torch.float64])
@@ -209,17 +213,38 @@ def test_opcheck_every_op(device):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda f: OPS.two_point(f, None, None, [0, 2], [1, 1], True), "pairs names channel 2 but fields has 2 channels"),
+        (
+            lambda f: OPS.two_point(f, None, None, [0, 2], [1, 1], True),
+            "pairs names channel 2 but fields has 2 channels",
+        ),
         (lambda f: OPS.two_point(f, None, None, [0, 1, 0], [1, 1], True), "pairs must be a flat list"),
-        (lambda f: OPS.two_point(f, None, None, [0, 0], [1], True), r"window must have one half-width per spatial axis \(2\)"),
+        (
+            lambda f: OPS.two_point(f, None, None, [0, 0], [1], True),
+            r"window must have one half-width per spatial axis \(2\)",
+        ),
         (lambda f: OPS.two_point(f, None, None, [0, 0], [1, -1], True), "window half-widths must be >= 0"),
         (lambda f: OPS.two_point(f[0, 0], None, None, [0, 0], [1, 1], True), "fields must have shape"),
         (lambda f: OPS.two_point(f.int(), None, None, [0, 0], [1, 1], True), "fields must be float16, bfloat16"),
-        (lambda f: OPS.two_point(f, torch.ones(3, 5, 6, dtype=torch.bool), None, [0, 0], [1, 1], True), "mask batch size must be 1 or 2"),
-        (lambda f: OPS.two_point(f, torch.ones(1, 6, 5, dtype=torch.bool), None, [0, 0], [1, 1], True), "mask must have shape"),
-        (lambda f: OPS.two_point(f, torch.ones(1, 5, 6, dtype=torch.int32), None, [0, 0], [1, 1], True), "mask must be bool or floating"),
-        (lambda f: OPS.two_point(f, None, torch.ones(1, 3, 4, dtype=torch.float64), [0, 0], [1, 1], True), "counts must have shape"),
-        (lambda f: OPS.two_point_backward(torch.ones(2, 1, 3, 4), f, None, None, [0, 0], [1, 1], True), "grad must have the shape"),
+        (
+            lambda f: OPS.two_point(f, torch.ones(3, 5, 6, dtype=torch.bool), None, [0, 0], [1, 1], True),
+            "mask batch size must be 1 or 2",
+        ),
+        (
+            lambda f: OPS.two_point(f, torch.ones(1, 6, 5, dtype=torch.bool), None, [0, 0], [1, 1], True),
+            "mask must have shape",
+        ),
+        (
+            lambda f: OPS.two_point(f, torch.ones(1, 5, 6, dtype=torch.int32), None, [0, 0], [1, 1], True),
+            "mask must be bool or floating",
+        ),
+        (
+            lambda f: OPS.two_point(f, None, torch.ones(1, 3, 4, dtype=torch.float64), [0, 0], [1, 1], True),
+            "counts must have shape",
+        ),
+        (
+            lambda f: OPS.two_point_backward(torch.ones(2, 1, 3, 4), f, None, None, [0, 0], [1, 1], True),
+            "grad must have the shape",
+        ),
         (lambda f: OPS.pair_counts(torch.ones(5, dtype=torch.bool), [1], True), "mask must have shape"),
     ],
 )

@@ -76,7 +76,9 @@ def test_example_3_all_ones(periodic, shape):
     ones = np.ones(shape)
     mask = np.random.default_rng(0).random(shape) < 0.7
     for m in (None, mask):
-        stats, counts = reference(ones, spatial_dims=len(shape), cutoff=3, periodic=periodic, mask=m, return_counts=True)
+        stats, counts = reference(
+            ones, spatial_dims=len(shape), cutoff=3, periodic=periodic, mask=m, return_counts=True
+        )
         np.testing.assert_allclose(stats[counts > 0], 1.0, rtol=1e-15)
         assert np.all(stats[counts == 0] == 0)
 
@@ -163,7 +165,9 @@ def test_reference_equals_brute_force(periodic, shape, window, with_mask):
     x, y = rng.random((2, *shape))
     mask = rng.random(shape) < 0.6 if with_mask else None
     expected, expected_counts = brute_force(x, y, mask, window, periodic)
-    stats, counts = reference(x, y, spatial_dims=len(shape), cutoff=window, periodic=periodic, mask=mask, return_counts=True)
+    stats, counts = reference(
+        x, y, spatial_dims=len(shape), cutoff=window, periodic=periodic, mask=mask, return_counts=True
+    )
     np.testing.assert_allclose(stats, expected, rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(counts, expected_counts)
 

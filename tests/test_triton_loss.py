@@ -12,8 +12,8 @@ from spatialstats import _fft, loss
 from spatialstats.ops import window_shape
 
 pytest.importorskip("triton")
-from spatialstats import _triton  # noqa: E402
-from spatialstats._triton import loss as triton_loss  # noqa: E402
+from spatialstats import _triton
+from spatialstats._triton import loss as triton_loss
 
 AUTO, MIXED = ((0, 0), (1, 1)), ((1, 0), (0, 0), (0, 1))
 

@@ -34,9 +34,10 @@ read from DRAM once; the two operands of the product come from the caches.
 
 Dtypes and accuracy: the kernels load the input dtype and compute in float32 (float64 for float64).
 fp16 and bf16 significands fit in TF32, so their products are exact on TF32 tensor cores and the
-only error is the float32 accumulation's (typically ~1e-7 of sum |g_i g_j|). float32 uses tf32x3 (about float32 accuracy) unless torch allows TF32 for float32 matrix
-products (``torch.set_float32_matmul_precision("high")``): then one TF32 product, a relative error
-of at most 2^-10 per product, averaging out over the sum, and exact for 0/1 indicators. float64
+only error is the float32 accumulation's (typically ~1e-7 of sum |g_i g_j|). float32 uses tf32x3
+(about float32 accuracy) unless torch allows TF32 for float32 matrix products
+(``torch.set_float32_matmul_precision("high")``): then one TF32 product, a relative error of at
+most 2^-10 per product, averaging out over the sum, and exact for 0/1 indicators. float64
 uses float64 FMA ("ieee"). Row splits (``LaunchConfig.splits > 1``) add their sums with atomics,
 in no fixed order.
 """
@@ -270,7 +271,7 @@ def _tile(count):
     return min((64, 32, 16), key=lambda block: triton.cdiv(count, block) * block)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiprocessors(device):
     """Streaming multiprocessors of a CUDA device; None elsewhere (the interpreter)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else None
@@ -284,7 +285,7 @@ def _launch_config(spatial, window, pairs, batch, multiprocessors):
     forward row splits until there are two programs per multiprocessor. In the interpreter (None),
     where each program instance costs milliseconds: the fewest, largest tiles and no splits.
     """
-    n0, n1, n2 = spatial
+    _, n1, n2 = spatial
     k0, k1, k2 = window
     half = all(pairs[a] == pairs[a + 1] for a in range(0, len(pairs), 2)) and (k0 > 0 or k1 > 0)
     r_first = (0 if half else -k0, 0 if half and k0 == 0 else -k1)

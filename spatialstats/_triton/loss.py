@@ -23,14 +23,12 @@ Accuracy: that of the correlation sums (``correlation.py``); the reduction is in
 for float64 fields).
 """
 
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
 
-from . import correlation
 from .._fft import divide_by_counts, statistics_dtype
+from . import correlation
 from .correlation import correlate_backward
 
 
@@ -96,7 +94,7 @@ def _forward(fields, target, weights, counts, pairs, window, periodic, precision
 def weighted_squares(
     fields: torch.Tensor,
     target: torch.Tensor,
-    weights: Optional[torch.Tensor],
+    weights: torch.Tensor | None,
     counts: torch.Tensor,
     pairs: list[int],
     window: list[int],
