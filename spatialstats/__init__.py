@@ -6,8 +6,9 @@ stats, pairs = ss.two_point_all(labels, pairs="all")    # every phase, auto and 
 loss = ss.TwoPointLoss(cutoff=16)(pred, target)         # differentiable, (N, C, *spatial)
 """
 
+from ._backend import BackendUnavailableError, available_backends
 from .loss import TwoPointLoss, two_point_loss, two_point_statistics
-from .ops import BackendUnavailableError, TwoPointAll, available_backends, two_point, two_point_all
+from .ops import TwoPointAll, two_point, two_point_all
 
 __version__ = "0.1.0"
 
