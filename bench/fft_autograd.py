@@ -33,7 +33,7 @@ def plain_autograd(fields, pairs, window, periodic):
 
 
 def custom_function(fields, pairs, window, periodic):
-    return _fft._Correlation.apply(*arguments(fields, pairs, window, periodic))[0]
+    return _fft._correlation(*arguments(fields, pairs, window, periodic))[0]
 
 
 def measure(method, fields, weight, window, periodic, repeats):

@@ -120,6 +120,7 @@ class FusedDistance(Protocol):
 # ----------------------------------------------------------------------------------------------
 
 _loaded = {}  # name -> module, or the reason it cannot be imported
+_fused = set()  # the loaded modules with the optional member FusedDistance.pair_distance
 _unavailable = {}  # (name, device) -> None or reason
 _lock = threading.RLock()
 
@@ -131,8 +132,11 @@ def load(name):
             module = importlib.import_module(_MODULES[name])
         except ImportError as error:
             module = f"cannot import {_MODULES[name]}: {error}"
-        if not isinstance(module, str) and not isinstance(module, Backend):
-            raise TypeError(f"{_MODULES[name]} does not implement the backend contract spatialstats._backend.Backend")
+        if not isinstance(module, str):
+            if not isinstance(module, Backend):
+                raise TypeError(f"{_MODULES[name]} does not implement the contract spatialstats._backend.Backend")
+            if isinstance(module, FusedDistance):
+                _fused.add(module)
         _loaded[name] = module
     return _loaded[name]
 
@@ -536,7 +540,7 @@ def _execute(module, fields, *, pairs, half_widths, periodic, mask, counts, nonn
     arguments = dict(pairs=pairs, half_widths=half_widths, periodic=periodic, mask=mask, counts=counts)
     if not loss:
         return module.two_point(fields, nonnegative=nonnegative, **arguments)
-    if isinstance(module, FusedDistance):
+    if module in _fused:
         fused = module.pair_distance(fields, **arguments, **loss)
         if fused is not None:
             return fused

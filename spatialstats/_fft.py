@@ -42,6 +42,7 @@ from ._common import (
     computed_half_widths,
     counts_without_mask,
     distance_from_squares,
+    eager_twin,
     fast_fft_size,
     per_sample_distance,
     statistics_dtype,
@@ -144,8 +145,11 @@ def _select(spectra, channels):
     return spectra.index_select(1, _channel_index(channels, spectra.device))
 
 
-def _products(spectra, pairs):
-    """conj(F_i) F_j for each pair (i, j): (B, C, *half grid) -> (B, P, *half grid), a fresh tensor."""
+def _products(spectra, pairs, consume=False):
+    """conj(F_i) F_j for each pair (i, j): (B, C, *half grid) -> (B, P, *half grid), a fresh tensor, or
+    with ``consume`` and the auto-correlation of every channel in order, ``spectra`` itself overwritten."""
+    if consume and pairs == tuple((c, c) for c in range(spectra.shape[1])):
+        return spectra.mul_(spectra.conj())
     return _select(spectra, tuple(i for i, _ in pairs)).conj() * _select(spectra, tuple(j for _, j in pairs))
 
 
@@ -161,18 +165,22 @@ def _statistics_from_products(products, grid, computed, scale):
 
 def _pair_chunks(pairs, spectra, grid):
     """The pairs in chunks whose products and inverse transforms take at most PAIR_CHUNK_BYTES."""
-    per_pair = spectra[:, :1].numel() * spectra.element_size() * 3 // 2 + math.prod(grid) * spectra.shape[0] * 8
-    size = max(1, PAIR_CHUNK_BYTES // max(per_pair, 1))
+    if len(pairs) == 1:
+        return [pairs]
+    per_pair = spectra.shape[0] * (spectra[0, 0].numel() * spectra.element_size() + math.prod(grid) * 8)
+    size = max(1, PAIR_CHUNK_BYTES // per_pair)
     return [pairs[start : start + size] for start in range(0, len(pairs), size)]
 
 
-def _correlate(spectra, pairs, grid, computed, scale):
-    """scale * sums_p(r) over the narrowed window for every pair: (B, P, *m)."""
-    chunks = [
-        _statistics_from_products(_products(spectra, chunk), grid, computed, scale)
-        for chunk in _pair_chunks(pairs, spectra, grid)
+def _correlate(spectra, pairs, grid, computed, scale, consume=False):
+    """scale * sums_p(r) over the narrowed window for every pair: (B, P, *m). ``consume``: the spectra
+    are not needed afterwards and may be overwritten (no second spectrum-sized buffer)."""
+    chunks = _pair_chunks(pairs, spectra, grid)
+    statistics = [
+        _statistics_from_products(_products(spectra, chunk, consume and len(chunks) == 1), grid, computed, scale)
+        for chunk in chunks
     ]
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 1)
+    return statistics[0] if len(statistics) == 1 else torch.cat(statistics, 1)
 
 
 def _gradient_spectra(placed, spectra, pairs):
@@ -187,7 +195,8 @@ def _gradient_spectra(placed, spectra, pairs):
 
 class _Correlation(torch.autograd.Function):
     """S_p = sums_p / N over the narrowed window: (B, C, *spatial) -> (B, P, *m), and the fields'
-    spectra (not differentiable; saved for the backward when periodic)."""
+    spectra where the backward reuses them (periodic, so no larger than the fields, and a gradient
+    is needed; else an empty tensor and the backward transforms the fields again)."""
 
     generate_vmap_rule = True
 
@@ -196,18 +205,19 @@ class _Correlation(torch.autograd.Function):
         spatial = fields.shape[2:]
         grid = fft_grid(spatial, computed, periodic)
         spectra = torch.fft.rfftn(fields, s=grid, dim=tuple(range(-len(spatial), 0)))
-        stats = _correlate(spectra, pairs, grid, computed, scale)
+        keep = periodic and fields.requires_grad
+        stats = _correlate(spectra, pairs, grid, computed, scale, consume=not keep)
         if isinstance(nonnegative, torch.Tensor):
             stats = torch.where(nonnegative, stats.clamp_min(0), stats)
         elif nonnegative:
             stats.clamp_min_(0)  # round-off below 0; the gradient passes through unchanged
-        return stats, spectra
+        return stats, spectra if keep else spectra.new_empty(0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         fields, _, pairs, computed, periodic, scale = inputs
         ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(fields, output[1] if periodic else None)
+        ctx.save_for_backward(fields, output[1] if output[1].numel() else None)
         ctx.pairs, ctx.computed, ctx.periodic, ctx.scale = pairs, computed, periodic, scale
 
     @staticmethod
@@ -224,6 +234,9 @@ class _Correlation(torch.autograd.Function):
             placed = placed * factor
         grad_fields = torch.fft.irfftn(_gradient_spectra(placed, spectra, ctx.pairs), s=grid, dim=dims)
         return grad_fields[(..., *(slice(0, n) for n in spatial))], None, None, None, None, None
+
+
+_correlation = eager_twin(_Correlation)
 
 
 def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
@@ -261,7 +274,7 @@ def _prepare(fields, mask, counts, half_widths, periodic):
 def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, nonnegative=False):
     """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), fp32 or fp64."""
     f, computed, _, scale = _prepare(fields, mask, counts, half_widths, periodic)
-    stats, _ = _Correlation.apply(f, nonnegative, tuple(pairs), computed, periodic, scale)
+    stats, _ = _correlation(f, nonnegative, tuple(pairs), computed, periodic, scale)
     return to_window(stats, fields.shape[2:], computed, tuple(half_widths), periodic)
 
 

@@ -24,7 +24,7 @@ torch.func.vmap, jacrev and jacfwd-free compositions run the ops once, not once 
 
 import torch
 
-from ._common import counts_without_mask, flat_pairs, statistics_dtype
+from ._common import counts_without_mask, eager_twin, flat_pairs, statistics_dtype
 
 try:
     from . import _C
@@ -63,7 +63,7 @@ def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, n
     """
     if mask is not None and counts is None:
         counts = torch.ops.spatialstats.pair_counts(mask, list(half_widths), periodic)
-    return _TwoPoint.apply(fields, mask, counts, flat_pairs(pairs), list(half_widths), periodic)
+    return _two_point(fields, mask, counts, flat_pairs(pairs), list(half_widths), periodic)
 
 
 # Gradients: the same functions serve the ops' registered autograd (for callers of torch.ops) and
@@ -80,7 +80,7 @@ def _backward(ctx, grad):
     fields, mask, counts = ctx.saved_tensors
     grad_fields = None
     if ctx.needs_input_grad[0]:
-        grad_fields = _TwoPointBackward.apply(grad, fields, mask, counts, ctx.pairs, ctx.window, ctx.periodic)
+        grad_fields = _two_point_backward(grad, fields, mask, counts, ctx.pairs, ctx.window, ctx.periodic)
     return grad_fields, None, None, None, None, None
 
 
@@ -100,10 +100,10 @@ def _double_backward(ctx, upstream):
         both = torch.cat([fields, upstream.to(fields.dtype)], dim=1)
         firsts, seconds = ctx.pairs[0::2], ctx.pairs[1::2]
         crossed = [c for i, j in zip(firsts, seconds) for c in (channels + i, j, i, channels + j)]
-        stats = _TwoPoint.apply(both, mask, counts, crossed, ctx.window, ctx.periodic)
+        stats = _two_point(both, mask, counts, crossed, ctx.window, ctx.periodic)
         wrt_grad = stats[:, 0::2] + stats[:, 1::2]
     if ctx.needs_input_grad[1]:
-        wrt_fields = _TwoPointBackward.apply(grad, upstream, mask, counts, ctx.pairs, ctx.window, ctx.periodic)
+        wrt_fields = _two_point_backward(grad, upstream, mask, counts, ctx.pairs, ctx.window, ctx.periodic)
     return wrt_grad, wrt_fields, None, None, None, None, None
 
 
@@ -131,6 +131,10 @@ class _TwoPointBackward(torch.autograd.Function):
 
     setup_context = staticmethod(_backward_setup_context)
     backward = staticmethod(_double_backward)
+
+
+_two_point = eager_twin(_TwoPoint)
+_two_point_backward = eager_twin(_TwoPointBackward)
 
 
 def _fold(tensor, dim, size):

@@ -10,6 +10,7 @@ raise ValueError before any work; on CUDA and while torch.compile traces they ar
 assertions (``torch._assert_async``), which fail the CUDA context with the message instead.
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -137,20 +138,20 @@ def check_values(t, name, *, indicator_ints=True):
     else:
         low, high = torch.aminmax(_plain(t) if functorch_active() else t)
     if t.dtype.is_floating_point:
-        valid, problem = (
-            torch.isfinite(low) & torch.isfinite(high),
-            "contains NaN or infinite values; expected finite numbers",
-        )
+        problem = "contains NaN or infinite values; expected finite numbers"
     else:
-        valid, problem = (
-            (low >= 0) & (high <= 1),
-            (
-                "is an integer array with values other than 0 and 1, but two_point expects an indicator (0/1, bool)"
-                " or probabilities (float); for a label image of several phases use spatialstats.two_point_all"
-            ),
+        problem = (
+            "is an integer array with values other than 0 and 1, but two_point expects an indicator (0/1, bool)"
+            " or probabilities (float); for a label image of several phases use spatialstats.two_point_all"
         )
-    require(valid, f"{name} {problem}")
-    return low >= 0 if _deferred(low) else bool(low.item() >= 0)
+    if _deferred(low):
+        valid = torch.isfinite(low) & torch.isfinite(high) if t.dtype.is_floating_point else (low >= 0) & (high <= 1)
+        require(valid, f"{name} {problem}")
+        return low >= 0
+    low, high = low.item(), high.item()
+    if not (math.isfinite(low) and math.isfinite(high) if t.dtype.is_floating_point else low >= 0 and high <= 1):
+        raise ValueError(f"{name} {problem}")
+    return low >= 0
 
 
 def _deferred(t):
@@ -410,8 +411,8 @@ def phase_fields(t, kind, spatial_dims, n_phases, name="x"):
         batch = tuple(t.shape[: t.ndim - d - 1])
         return working_fields(t.reshape(-1, n, *t.shape[t.ndim - d :]), kind), batch, nonnegative
     check_shape(t, name, d)
-    labels = t.to(torch.int64)
-    present = torch.unique(labels).tolist()
+    labels = t.to(torch.uint8) if t.dtype == torch.bool else t
+    present = _present_labels(labels)
     if n_phases is None:
         check_phase_labels(present, name, f"{RELABEL}, or pass n_phases if absent phases are intended")
         n_phases = present[-1] + 1
@@ -422,9 +423,19 @@ def phase_fields(t, kind, spatial_dims, n_phases, name="x"):
     elif present[-1] >= n_phases:
         raise ValueError(f"{name} has label {present[-1]} but n_phases={n_phases}; labels must be 0..n_phases-1")
     batch, spatial = tuple(t.shape[: t.ndim - d]), tuple(t.shape[t.ndim - d :])
-    one_hot = torch.nn.functional.one_hot(labels.reshape(-1, *spatial), int(n_phases))
-    one_hot = one_hot.movedim(-1, 1).to(torch.float64 if kind == "numpy" else torch.float32)
-    return one_hot, batch, True
+    flat = labels.reshape(-1, 1, *spatial).to(torch.int64)
+    dtype = torch.float64 if kind == "numpy" else torch.float32
+    one_hot = torch.zeros((flat.shape[0], int(n_phases), *spatial), dtype=dtype, device=t.device)
+    return one_hot.scatter_(1, flat, 1.0), batch, True
+
+
+def _present_labels(labels):
+    """The sorted distinct values of an integer label tensor (a count per value when they are few)."""
+    low, high = (int(v) for v in torch.aminmax(labels))
+    if low < 0 or high >= 1 << 16:
+        return torch.unique(labels).tolist()
+    counts = torch.bincount(labels.flatten(), minlength=high + 1)
+    return torch.nonzero(counts).flatten().tolist()
 
 
 def two_point_all(
