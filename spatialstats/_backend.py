@@ -263,11 +263,14 @@ _device_names = {}
 
 
 def _device_name(device):
+    """The GPU's name, or the CPU's model name (Linux) or architecture."""
     if device not in _device_names:
-        if device.type == "cuda":
-            _device_names[device] = torch.cuda.get_device_name(device)
-        else:
-            _device_names[device] = platform.processor() or platform.machine()
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        if device.type == "cpu" and os.path.isfile("/proc/cpuinfo"):
+            with open("/proc/cpuinfo") as handle:
+                models = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+            name = models[0] if models else name
+        _device_names[device] = name or platform.machine()
     return _device_names[device]
 
 
@@ -384,7 +387,7 @@ def _timed_call(module, fields, arguments, grad, device):
     return time.perf_counter() - start
 
 
-def measure(signature, names, rounds=5, budget_s=0.05):
+def measure(signature, names, rounds=10, budget_s=0.1):
     """{name: best seconds} of backends ``names`` on random inputs of ``signature``, the calls of the
     candidates interleaved (best of up to ``rounds``, fewer when a round takes over ``budget_s``)."""
     device = _device(signature)

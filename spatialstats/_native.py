@@ -107,6 +107,15 @@ def _double_backward(ctx, upstream):
     return wrt_grad, wrt_fields, None, None, None, None, None
 
 
+def _below_autograd(op, *arguments):
+    """``op`` without its registered autograd layer (a Python redispatch on every call): the
+    Functions below are its autograd. While torch.compile traces, the plain op."""
+    if torch.compiler.is_compiling():
+        return op(*arguments)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*arguments)
+
+
 class _TwoPoint(torch.autograd.Function):
     """spatialstats::two_point with its gradient, for autograd and torch.func."""
 
@@ -114,7 +123,7 @@ class _TwoPoint(torch.autograd.Function):
 
     @staticmethod
     def forward(fields, mask, counts, pairs, window, periodic):
-        return torch.ops.spatialstats.two_point(fields, mask, counts, pairs, window, periodic)
+        return _below_autograd(torch.ops.spatialstats.two_point, fields, mask, counts, pairs, window, periodic)
 
     setup_context = staticmethod(_setup_context)
     backward = staticmethod(_backward)
@@ -127,7 +136,8 @@ class _TwoPointBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad, fields, mask, counts, pairs, window, periodic):
-        return torch.ops.spatialstats.two_point_backward(grad, fields, mask, counts, pairs, window, periodic)
+        operator = torch.ops.spatialstats.two_point_backward
+        return _below_autograd(operator, grad, fields, mask, counts, pairs, window, periodic)
 
     setup_context = staticmethod(_backward_setup_context)
     backward = staticmethod(_double_backward)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import spatialstats as ss
+from spatialstats import _fft
 
 
 def make_batch(seed, shape=(3, 2, 10, 9), dtype=torch.float64):
@@ -139,3 +140,63 @@ def test_module_repr_and_buffers():
     loss_fn = ss.TwoPointLoss(cutoff=4, weights=torch.ones(9, 9), distance="mse")
     assert "cutoff=4" in repr(loss_fn) and "mse" in repr(loss_fn)
     assert "weights" in dict(loss_fn.named_buffers())
+
+
+def reference_distances(pred, target, distance, **options):
+    """Per-sample distances from the reference backend's statistics: (N,)."""
+    difference = (
+        ss.two_point_all(pred, backend="reference", **options).stats
+        - ss.two_point_all(target, backend="reference", **options).stats
+    )
+    squares = difference.flatten(1).square()
+    return squares.sum(1).sqrt() if distance == "l2" else squares.mean(1)
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (7, 5), (8,), (9,), (4, 6, 5), (3, 5, 4)], ids=str)
+@pytest.mark.parametrize("pairs", ["auto", "all"])
+def test_full_periodic_window_from_spectra(shape, pairs, monkeypatch):
+    """The fft loss over the full periodic window (Parseval, the r_a = n_a / 2 lines of even axes
+    left out) equals the distance of the reference statistics, from target images and statistics."""
+    calls = []
+    parseval = _fft._parseval_distance
+    monkeypatch.setattr(_fft, "_parseval_distance", lambda *a: calls.append(1) or parseval(*a))
+    gen = torch.Generator().manual_seed(len(shape))
+    pred, target = torch.rand(2, 3, 2, *shape, dtype=torch.float64, generator=gen).unbind(0)
+    options = dict(spatial_dims=len(shape), pairs=pairs, periodic=True)
+    stats = ss.TwoPointLoss(**options).statistics(target)
+    for distance in ("l2", "mse"):
+        expected = reference_distances(pred, target, distance, **options)
+        for given in (dict(target=target), dict(target_stats=stats)):
+            value = ss.two_point_loss(pred, **given, distance=distance, reduction="none", backend="fft", **options)
+            torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-12)
+    assert len(calls) == 4
+    leaf = pred.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda p: ss.two_point_loss(p, target, backend="fft", **options), (leaf,), fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_windowed_loss_from_the_difference_of_spectra(periodic):
+    gen = torch.Generator().manual_seed(9)
+    pred, target = torch.rand(2, 2, 2, 9, 8, dtype=torch.float64, generator=gen).unbind(0)
+    mask = torch.rand(9, 8, generator=gen) > 0.2
+    weights = torch.rand(3, 5, 7, dtype=torch.float64, generator=gen)
+    options = dict(cutoff=(2, 3), periodic=periodic, pairs="all", mask=mask, weights=weights, reduction="none")
+    for distance in ("l2", "mse"):
+        expected = ss.two_point_loss(pred, target, distance=distance, backend="reference", **options)
+        value = ss.two_point_loss(pred, target, distance=distance, backend="fft", **options)
+        torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-12)
+    leaf, target_leaf = pred.clone().requires_grad_(), target.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda p, t: ss.two_point_loss(p, t, backend="fft", **{**options, "reduction": "sum"}),
+        (leaf, target_leaf),
+        fast_mode=True,
+    )
+
+
+def test_pairs_transformed_in_chunks_give_the_same_statistics(monkeypatch):
+    labels = torch.randint(0, 4, (2, 11, 10), generator=torch.Generator().manual_seed(10))
+    expected = ss.two_point_all(labels, pairs="all", cutoff=3, backend="fft").stats
+    monkeypatch.setattr(_fft, "PAIR_CHUNK_BYTES", 1)  # one pair at a time
+    torch.testing.assert_close(ss.two_point_all(labels, pairs="all", cutoff=3, backend="fft").stats, expected)
