@@ -243,3 +243,52 @@ def test_bad_input_says_what_was_expected(kwargs, error, words):
         ss.reconstruct(progress=False, **kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_command_line_writes_samples_figure_and_errors(tmp_path, capsys):
+    from PIL import Image
+
+    from spatialstats.cli import main
+
+    example = blobs((24, 24), 1.5, (0.5, 0.3, 0.2), 4)
+    Image.fromarray(np.array([0, 128, 255], dtype=np.uint8)[example]).save(tmp_path / "three.png")
+    out = tmp_path / "flat"
+    argv = ["reconstruct", str(tmp_path / "three.png"), "--shape", "20", "28", "--n", "2", "--cutoff", "3"]
+    assert main([*argv, "--iterations", "30", "--out", str(out)]) == 0
+    labels = np.load(out / "labels.npy")
+    assert labels.shape == (2, 20, 28)
+    for i in range(2):
+        grey = np.asarray(Image.open(out / f"sample_{i:02d}.png"))
+        np.testing.assert_array_equal(grey, np.array([0, 128, 255])[labels[i]])
+    rows = (out / "errors.csv").read_text().splitlines()
+    assert rows[0] == "sample,rms_error,fraction_0,fraction_1,fraction_2" and len(rows) == 3
+    np.testing.assert_allclose([float(r.split(",")[1]) for r in rows[1:]], rms(labels, example, "all", 3), rtol=1e-4)
+    assert Image.open(out / "reconstruction.png").size[0] > 600
+    assert "2 samples of 20x28" in capsys.readouterr().out
+
+    np.save(tmp_path / "two.npy", blobs((24, 24), 1.5, (0.6, 0.4), 5))
+    volume = tmp_path / "volume"
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tmp_path / "two.npy"),
+                "--shape",
+                "8",
+                "8",
+                "8",
+                "--cutoff",
+                "2",
+                "--out",
+                str(volume),
+                "--iterations",
+                "5",
+            ]
+        )
+        == 0
+    )
+    pages = Image.open(volume / "sample_00.tif")
+    assert pages.n_frames == 8
+    np.testing.assert_array_equal(np.asarray(pages), 255 * np.load(volume / "labels.npy")[0, 0])
+    assert main(["reconstruct", str(tmp_path / "two.npy"), "--cutoff", "20", "--out", str(volume)]) == 2
+    assert "smaller than the window" in capsys.readouterr().err
