@@ -158,7 +158,7 @@ def main():
     with_mcrpy = mcrpy_available(python)
     print(f"MCRpy: {'with ' + python if with_mcrpy else 'not importable, its rows are left out'}")
     load_start = os.getloadavg()
-    ss.reconstruct(read_example("composite_3phase_64.png"), cutoff=4, shape=(8, 8, 8), iterations=2, progress=False)
+    ss.reconstruct(read_example("composite_3phase_64.png"), cutoff=3, shape=(8, 8, 8), iterations=2, progress=False)
     rows = []
     for index, (name, file, shape, n_samples, compare, options) in enumerate(CASES):
         if args.cases and index not in args.cases:

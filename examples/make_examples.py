@@ -73,7 +73,8 @@ def main():
     Image.fromarray(other * 255).save(os.path.join(HERE, "nanoporous_gold_128b.png"))
     composite = three_phase_composite()
     Image.fromarray((composite * 127.5).astype(np.uint8)).save(os.path.join(HERE, "composite_3phase_64.png"))
-    print(f"pore fractions {gold.mean():.4f}, {other.mean():.4f}; composite fractions {np.bincount(composite.ravel()) / composite.size}")
+    fractions = np.bincount(composite.ravel()) / composite.size
+    print(f"pore fractions {gold.mean():.4f}, {other.mean():.4f}; composite fractions {fractions}")
 
 
 if __name__ == "__main__":
