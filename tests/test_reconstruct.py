@@ -23,6 +23,7 @@ def rms(labels, example, pairs, cutoff, periodic=True):
     """Per-sample RMS of the statistics of ``labels`` (n, *spatial) against the example's, float64 reference."""
     n_phases = int(example.max()) + 1
     options = dict(n_phases=n_phases, pairs=pairs, cutoff=cutoff, periodic=periodic, backend="reference")
+    options["spatial_dims"] = example.ndim
     target = ss.two_point_all(example, **options).stats
     stats = ss.two_point_all(labels, **options).stats
     return np.sqrt(((stats - target) ** 2).reshape(len(labels), -1).mean(1))
@@ -91,6 +92,14 @@ def test_other_shape_rounds_the_volume_fractions(two_phase):
     assert result.labels.shape == (1, 20, 44)
     assert abs(result.labels.mean() - two_phase.mean()) <= 0.5 / (20 * 44)
     np.testing.assert_allclose(result.error, rms(result.labels, two_phase, "all", 4), rtol=1e-4, atol=1e-6)
+
+
+def test_volume_from_a_volume():
+    example = blobs((12, 12, 12), 1.5, (0.7, 0.3), 6)
+    result = ss.reconstruct(example, spatial_dims=3, cutoff=2, iterations=25, progress=False)
+    error = rms(result.labels, example, "all", 2)
+    np.testing.assert_allclose(result.error, error, rtol=1e-4, atol=1e-6)
+    assert result.labels.shape == (1, 12, 12, 12) and error[0] < result.history[0, 0] / 4
 
 
 def slice_rms(volume, examples, cutoff, pairs="all"):
