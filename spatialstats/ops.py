@@ -69,6 +69,14 @@ def as_tensor(a, name):
     return torch.from_numpy(np.ascontiguousarray(array)), kind, valid
 
 
+def as_unmasked_tensor(a, name):
+    """(tensor, kind) as :func:`as_tensor`, for inputs where a numpy masked array has no meaning."""
+    t, kind, valid = as_tensor(a, name)
+    if valid is not None:
+        raise TypeError(f"{name} is a numpy masked array, which has no meaning here; pass a plain array")
+    return t, kind
+
+
 def to_kind(t, kind):
     """Return ``t`` as the array type ``kind`` ("numpy" gives float64 for floating results)."""
     if kind == "torch":
