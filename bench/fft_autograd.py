@@ -10,7 +10,6 @@ import time
 import torch
 
 from spatialstats import _fft
-from spatialstats._common import computed_half_widths
 
 CASES = [
     ((64, 1, 128, 128), (8, 8), False),
@@ -21,10 +20,9 @@ CASES = [
 
 
 def arguments(fields, pairs, window, periodic):
-    """The Function's inputs: fields, non-negative or not, pairs, computed half-widths, periodic, 1 / N."""
-    computed = computed_half_widths(fields.shape[2:], window, periodic)
-    scale = _fft._analytic_scale(tuple(fields.shape[2:]), computed, periodic, fields.device, fields.dtype)
-    return fields, False, pairs, computed, periodic, scale
+    """The Function's inputs: fields, non-negative or not, the cached plan, 1 / N."""
+    plan = _fft.plan_for(fields, pairs, window, periodic)
+    return fields, False, plan, plan.scale
 
 
 def plain_autograd(fields, pairs, window, periodic):

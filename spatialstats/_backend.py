@@ -283,9 +283,9 @@ def call_key(op, fields, pairs, half_widths, periodic, mask, grad):
         op,
         fields.device,
         fields.dtype,
-        tuple(operator.index(n) for n in fields.shape),
+        tuple(map(operator.index, fields.shape)),
         tuple(pairs),
-        tuple(operator.index(k) for k in half_widths),
+        tuple(map(operator.index, half_widths)),
         periodic,
         mask_kind,
         grad,
@@ -356,7 +356,7 @@ def _random_inputs(signature, module_name):
         _, target_kind, distance, weighted = signature.op.split(":")
         window = (len(signature.pairs), *window_shape(signature.half_widths))
         work = statistics_dtype(dtype)
-        arguments.update(
+        arguments["loss"] = dict(
             target=torch.rand(shape, device=device, dtype=work) if target_kind == "fields" else None,
             target_stats=torch.rand((signature.batch, *window), device=device, dtype=work)
             if target_kind == "stats"
@@ -502,7 +502,10 @@ def backend_name(backend, key):
     """The backend to run for a :func:`call_key`: ``backend`` itself, or for "auto" ``SPATIALSTATS_BACKEND``
     or :func:`choose`. Raises BackendUnavailableError for a backend that cannot run on the device.
     Under torch.compile this runs once while tracing and its result is a constant of the graph."""
-    settings = (backend, key, os.environ.get(BACKEND_ENV), os.environ.get(AUTOTUNE_ENV), torch.get_num_threads())
+    if backend == "auto":
+        settings = (backend, key, os.environ.get(BACKEND_ENV), os.environ.get(AUTOTUNE_ENV), torch.get_num_threads())
+    else:
+        settings = (backend, key)
     name = _resolved.get(settings)
     if name is None:
         name = _resolve(backend, signature_of(key))
@@ -537,12 +540,20 @@ def check_backend(backend):
 _MASK_COUNTS = TensorKeyedCache()
 
 
-def _execute(module, fields, *, pairs, half_widths, periodic, mask, counts, nonnegative=False, **loss):
-    """Run ``module``: statistics, or with ``loss`` arguments (target or target_stats, weights,
-    distance) the per-sample distance, fused where the backend has a faster way."""
+def _execute(module, fields, pairs, half_widths, periodic, mask, counts, nonnegative=False, loss=None):
+    """Run ``module``: statistics, or with ``loss`` (target or target_stats, weights, distance) the
+    per-sample distance, fused where the backend has a faster way."""
+    if loss is None:
+        return module.two_point(
+            fields,
+            pairs=pairs,
+            half_widths=half_widths,
+            periodic=periodic,
+            mask=mask,
+            counts=counts,
+            nonnegative=nonnegative,
+        )
     arguments = dict(pairs=pairs, half_widths=half_widths, periodic=periodic, mask=mask, counts=counts)
-    if not loss:
-        return module.two_point(fields, nonnegative=nonnegative, **arguments)
     if module in _fused:
         fused = module.pair_distance(fields, **arguments, **loss)
         if fused is not None:
@@ -587,38 +598,32 @@ def dispatch(
     Returns:
         Statistics (B, P, *window), fp64 for fp64 fields else fp32; or the distance (B,).
     """
-    loss = target is not None or target_stats is not None
-    if loss:
+    loss = None
+    op = "statistics"
+    grad = torch.is_grad_enabled() and fields.requires_grad
+    if target is not None or target_stats is not None:
+        loss = dict(target=target, target_stats=target_stats, weights=weights, distance=distance)
         kind = "stats" if target is None else "fields"
         op = f"distance:{kind}:{distance}:{'unweighted' if weights is None else 'weighted'}"
-    else:
-        op = "statistics"
-    grad = torch.is_grad_enabled() and (
-        fields.requires_grad or any(t is not None and t.requires_grad for t in (target, target_stats, weights))
-    )
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (fields, *loss.values()))
     name = backend_name(backend, call_key(op, fields, pairs, half_widths, periodic, mask, grad))
     module = load(name)
-    spatial = tuple(fields.shape[2:])
     counts = None
     if mask is not None:
+        spatial = tuple(fields.shape[2:])
         counts = _MASK_COUNTS.get(
             mask,
             (name, spatial, tuple(half_widths), periodic),
             lambda: module.pair_counts(mask, spatial_shape=spatial, half_widths=half_widths, periodic=periodic),
         )
-    arguments = dict(pairs=pairs, half_widths=half_widths, periodic=periodic, mask=mask, counts=counts)
-    if loss:
-        arguments.update(target=target, target_stats=target_stats, weights=weights, distance=distance)
-    else:
-        arguments.update(nonnegative=nonnegative)
     device_type = fields.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
-            result = _execute(module, fields, **arguments)
+            result = _execute(module, fields, pairs, half_widths, periodic, mask, counts, nonnegative, loss)
     else:
-        result = _execute(module, fields, **arguments)
+        result = _execute(module, fields, pairs, half_widths, periodic, mask, counts, nonnegative, loss)
     if not return_counts:
         return result
     if counts is None:
-        counts = counts_without_mask(spatial, tuple(half_widths), periodic, fields.device)
+        counts = counts_without_mask(tuple(fields.shape[2:]), tuple(half_widths), periodic, fields.device)
     return result, counts.clone()

@@ -33,6 +33,7 @@ Accuracy: the round-off of one real FFT round trip, about 1e-6 relative to max |
 import functools
 import itertools
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -66,11 +67,6 @@ def fft_grid(spatial_shape, computed, periodic):
     return tuple(spatial_shape) if periodic else tuple(fast_fft_size(n + c) for n, c in zip(spatial_shape, computed))
 
 
-def _narrowed_lengths(grid, computed):
-    """Entries read per axis from the shifted inverse transform: 2k + 1, at most the grid."""
-    return tuple(min(2 * c + 1, size) for c, size in zip(computed, grid))
-
-
 def _factors(vectors):
     """One tensor (small) or the per-axis vectors themselves (large): what to multiply by, in turn."""
     if not vectors:
@@ -86,12 +82,10 @@ def _along_axis(vector, axis, d):
     return vector.reshape(shape)
 
 
-@cached()
-def _shift_factors(grid, computed, inverse, device, dtype):
-    """Factors of e^{-+2 pi i K k / P} on the rfft grid (last axis halved): forward, index 0 of the
-    inverse transform then holds displacement -k; ``inverse`` undoes it."""
-    d, sign = len(grid), 1.0 if inverse else -1.0
-    vectors = []
+def _shift_factors(grid, computed, sign, device, dtype):
+    """Factors of e^{sign 2 pi i K k / P} on the rfft grid (last axis halved): with sign -1, index 0 of
+    the inverse transform then holds displacement -k; +1 undoes it."""
+    d, vectors = len(grid), []
     for axis, (size, c) in enumerate(zip(grid, computed)):
         if c:
             frequency = torch.arange(size // 2 + 1 if axis == d - 1 else size, dtype=torch.float64)
@@ -100,22 +94,58 @@ def _shift_factors(grid, computed, inverse, device, dtype):
     return _factors(vectors)
 
 
+class _Plan(NamedTuple):
+    """What the FFT path derives from (spatial shape, half-widths, periodic, pairs, device, dtype)."""
+
+    pairs: tuple
+    periodic: bool
+    computed: tuple  # the half-widths computed before _common.to_window
+    grid: tuple  # DFT size per axis
+    dims: tuple  # the spatial axes
+    window: tuple  # index of the window in the shifted inverse transform: (..., slice(0, m_a), ...)
+    image: tuple  # index of the image in a grid-sized inverse transform: (..., slice(0, n_a), ...)
+    shift: tuple  # complex factors moving displacement -k to index 0
+    unshift: tuple  # their inverse
+    scale: tuple  # factors of 1 / N(r) over the window without a mask (periodic: one number)
+    auto: bool  # the pairs are (c, c) for every channel c, in order
+
+
 @cached()
-def _analytic_scale(spatial_shape, computed, periodic, device, dtype):
-    """Factors of 1 / N(r) over the computed window without a mask (periodic: the number 1 / prod(n))."""
+def _plan(spatial_shape, half_widths, periodic, channels, pairs, device, dtype):
+    computed = computed_half_widths(spatial_shape, half_widths, periodic)
+    grid = fft_grid(spatial_shape, computed, periodic)
+    d = len(grid)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     if periodic:
-        return (1.0 / math.prod(spatial_shape),)
-    d = len(spatial_shape)
-    vectors = [
-        _along_axis(1.0 / v, a, d).to(device, dtype)
-        for a, v in enumerate(analytic_counts(spatial_shape, computed, False))
-    ]
-    return _factors(vectors)
+        scale = (1.0 / math.prod(spatial_shape),)
+    else:
+        counts = analytic_counts(spatial_shape, computed, False)
+        scale = _factors([_along_axis(1.0 / v, a, d).to(device, dtype) for a, v in enumerate(counts)])
+    return _Plan(
+        pairs=pairs,
+        periodic=periodic,
+        computed=computed,
+        grid=grid,
+        dims=tuple(range(-d, 0)),
+        window=(Ellipsis, *(slice(0, min(2 * c + 1, size)) for c, size in zip(computed, grid))),
+        image=(Ellipsis, *(slice(0, n) for n in spatial_shape)),
+        shift=_shift_factors(grid, computed, -1.0, device, complex_dtype),
+        unshift=_shift_factors(grid, computed, 1.0, device, complex_dtype),
+        scale=scale,
+        auto=pairs == tuple((c, c) for c in range(channels)),
+    )
 
 
-def _mask_scale(counts, computed, half_widths, grid, dtype):
-    """(1 / N(r) where N > 0, else 0,): counts (Bm, *window) cropped to the narrowed window -> (Bm, 1, *m)."""
-    crop = tuple(slice(k - c, k - c + m) for k, c, m in zip(half_widths, computed, _narrowed_lengths(grid, computed)))
+def plan_for(fields, pairs, half_widths, periodic):
+    """The cached :class:`_Plan` of a call (fields in the compute dtype)."""
+    spatial = tuple(fields.shape[2:])
+    return _plan(spatial, tuple(half_widths), periodic, fields.shape[1], tuple(pairs), fields.device, fields.dtype)
+
+
+def _mask_scale(counts, plan, half_widths, dtype):
+    """(1 / N(r) where N > 0, else 0,): counts (Bm, *window) cropped to the computed window -> (Bm, 1, *m)."""
+    lengths = [index.stop for index in plan.window[1:]]
+    crop = tuple(slice(k - c, k - c + m) for k, c, m in zip(half_widths, plan.computed, lengths))
     counts = counts[(slice(None), *crop)].to(dtype)
     return (torch.where(counts > 0, 1.0 / torch.where(counts > 0, counts, 1.0), 0.0).unsqueeze(1),)
 
@@ -139,56 +169,42 @@ def _channel_index(channels, device):
     return torch.tensor(channels, dtype=torch.int64, device=device)
 
 
-def _select(spectra, channels):
-    if channels == tuple(range(spectra.shape[1])):
-        return spectra
-    return spectra.index_select(1, _channel_index(channels, spectra.device))
-
-
-def _products(spectra, pairs, consume=False):
+def _products(spectra, pairs, auto, consume=False):
     """conj(F_i) F_j for each pair (i, j): (B, C, *half grid) -> (B, P, *half grid), a fresh tensor, or
-    with ``consume`` and the auto-correlation of every channel in order, ``spectra`` itself overwritten."""
-    if consume and pairs == tuple((c, c) for c in range(spectra.shape[1])):
-        return spectra.mul_(spectra.conj())
-    return _select(spectra, tuple(i for i, _ in pairs)).conj() * _select(spectra, tuple(j for _, j in pairs))
+    with ``consume`` and ``auto`` (every channel's auto-correlation, in order) ``spectra`` overwritten."""
+    if auto:
+        return spectra.mul_(spectra.conj()) if consume else spectra.conj() * spectra
+    first = spectra.index_select(1, _channel_index(tuple(i for i, _ in pairs), spectra.device))
+    return first.conj() * spectra.index_select(1, _channel_index(tuple(j for _, j in pairs), spectra.device))
 
 
-def _statistics_from_products(products, grid, computed, scale):
+def _statistics_from_products(products, plan, scale):
     """scale * sums(r) over the narrowed window from the product spectra (multiplied in place)."""
-    for factor in _shift_factors(grid, computed, False, products.device, products.dtype):
+    for factor in plan.shift:
         products.mul_(factor)
-    dims = tuple(range(-len(grid), 0))
-    sums = torch.fft.irfftn(products, s=grid, dim=dims)
-    narrowed = sums[(..., *(slice(0, m) for m in _narrowed_lengths(grid, computed)))]
-    return _scaled(narrowed, scale)
+    return _scaled(torch.fft.irfftn(products, s=plan.grid, dim=plan.dims)[plan.window], scale)
 
 
-def _pair_chunks(pairs, spectra, grid):
-    """The pairs in chunks whose products and inverse transforms take at most PAIR_CHUNK_BYTES."""
-    if len(pairs) == 1:
-        return [pairs]
-    per_pair = spectra.shape[0] * (spectra[0, 0].numel() * spectra.element_size() + math.prod(grid) * 8)
-    size = max(1, PAIR_CHUNK_BYTES // per_pair)
-    return [pairs[start : start + size] for start in range(0, len(pairs), size)]
-
-
-def _correlate(spectra, pairs, grid, computed, scale, consume=False):
+def _correlate(spectra, plan, scale, consume=False):
     """scale * sums_p(r) over the narrowed window for every pair: (B, P, *m). ``consume``: the spectra
-    are not needed afterwards and may be overwritten (no second spectrum-sized buffer)."""
-    chunks = _pair_chunks(pairs, spectra, grid)
-    statistics = [
-        _statistics_from_products(_products(spectra, chunk, consume and len(chunks) == 1), grid, computed, scale)
-        for chunk in chunks
-    ]
-    return statistics[0] if len(statistics) == 1 else torch.cat(statistics, 1)
+    are not needed afterwards and may be overwritten (no second spectrum-sized buffer). The pairs are
+    transformed back in chunks of at most PAIR_CHUNK_BYTES of products and inverse transforms."""
+    if len(plan.pairs) == 1:
+        return _statistics_from_products(_products(spectra, plan.pairs, plan.auto, consume), plan, scale)
+    per_pair = spectra.shape[0] * (spectra[0, 0].numel() * spectra.element_size() + math.prod(plan.grid) * 8)
+    size = max(1, PAIR_CHUNK_BYTES // per_pair)
+    if size >= len(plan.pairs):
+        return _statistics_from_products(_products(spectra, plan.pairs, plan.auto, consume), plan, scale)
+    chunks = [plan.pairs[start : start + size] for start in range(0, len(plan.pairs), size)]
+    return torch.cat([_statistics_from_products(_products(spectra, c, False), plan, scale) for c in chunks], 1)
 
 
-def _gradient_spectra(placed, spectra, pairs):
+def _gradient_spectra(placed, spectra, plan):
     """Spectrum of dL/df: sum over pairs (i, j) of conj(H_p) F_j into channel i and H_p F_i into j."""
-    if pairs == tuple((c, c) for c in range(spectra.shape[1])):
+    if plan.auto:
         return spectra * placed.real  # conj(H) F + H F = 2 Re(H) F; the 2 is in ``placed``
-    first = _channel_index(tuple(i for i, _ in pairs), spectra.device)
-    second = _channel_index(tuple(j for _, j in pairs), spectra.device)
+    first = _channel_index(tuple(i for i, _ in plan.pairs), spectra.device)
+    second = _channel_index(tuple(j for _, j in plan.pairs), spectra.device)
     total = torch.zeros_like(spectra).index_add(1, first, placed.conj() * spectra.index_select(1, second))
     return total.index_add(1, second, placed * spectra.index_select(1, first))
 
@@ -201,12 +217,10 @@ class _Correlation(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(fields, nonnegative, pairs, computed, periodic, scale):
-        spatial = fields.shape[2:]
-        grid = fft_grid(spatial, computed, periodic)
-        spectra = torch.fft.rfftn(fields, s=grid, dim=tuple(range(-len(spatial), 0)))
-        keep = periodic and fields.requires_grad
-        stats = _correlate(spectra, pairs, grid, computed, scale, consume=not keep)
+    def forward(fields, nonnegative, plan, scale):
+        spectra = torch.fft.rfftn(fields, s=plan.grid, dim=plan.dims)
+        keep = plan.periodic and fields.requires_grad
+        stats = _correlate(spectra, plan, scale, consume=not keep)
         if isinstance(nonnegative, torch.Tensor):
             stats = torch.where(nonnegative, stats.clamp_min(0), stats)
         elif nonnegative:
@@ -215,25 +229,25 @@ class _Correlation(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        fields, _, pairs, computed, periodic, scale = inputs
+        fields, _, plan, scale = inputs
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the spectra's (absent) gradient
         ctx.save_for_backward(fields, output[1] if output[1].numel() else None)
-        ctx.pairs, ctx.computed, ctx.periodic, ctx.scale = pairs, computed, periodic, scale
+        ctx.plan, ctx.scale = plan, scale
 
     @staticmethod
     def backward(ctx, grad, _):
+        if grad is None:  # only the spectra were used (set_materialize_grads(False) passes no zeros)
+            return None, None, None, None
         fields, spectra = ctx.saved_tensors
-        spatial = fields.shape[2:]
-        dims = tuple(range(-len(spatial), 0))
-        grid = fft_grid(spatial, ctx.computed, ctx.periodic)
+        plan = ctx.plan
         if spectra is None or torch.is_grad_enabled():  # higher derivatives need the spectra's graph
-            spectra = torch.fft.rfftn(fields, s=grid, dim=dims)
-        auto = ctx.pairs == tuple((c, c) for c in range(fields.shape[1]))
-        placed = torch.fft.rfftn(_scaled(grad, ctx.scale, 2.0 if auto else 1.0), s=grid, dim=dims)
-        for factor in _shift_factors(grid, ctx.computed, True, placed.device, placed.dtype):
+            spectra = torch.fft.rfftn(fields, s=plan.grid, dim=plan.dims)
+        placed = torch.fft.rfftn(_scaled(grad, ctx.scale, 2.0 if plan.auto else 1.0), s=plan.grid, dim=plan.dims)
+        for factor in plan.unshift:
             placed = placed * factor
-        grad_fields = torch.fft.irfftn(_gradient_spectra(placed, spectra, ctx.pairs), s=grid, dim=dims)
-        return grad_fields[(..., *(slice(0, n) for n in spatial))], None, None, None, None, None
+        grad_fields = torch.fft.irfftn(_gradient_spectra(placed, spectra, plan), s=plan.grid, dim=plan.dims)
+        return grad_fields[plan.image], None, None, None
 
 
 _correlation = eager_twin(_Correlation)
@@ -244,12 +258,10 @@ def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     spatial, half_widths = tuple(spatial_shape), tuple(half_widths)
     if mask is None:
         return counts_without_mask(spatial, half_widths, periodic, device)
-    computed = computed_half_widths(spatial, half_widths, periodic)
-    grid = fft_grid(spatial, computed, periodic)
     weights = mask.to(torch.float64).unsqueeze(1)
-    spectra = torch.fft.rfftn(weights, s=grid, dim=tuple(range(-len(spatial), 0)))
-    counts = _correlate(spectra, ((0, 0),), grid, computed, (1.0,)).squeeze(1)
-    counts = to_window(counts, spatial, computed, half_widths, periodic)
+    plan = plan_for(weights, ((0, 0),), half_widths, periodic)
+    counts = _correlate(torch.fft.rfftn(weights, s=plan.grid, dim=plan.dims), plan, (1.0,), consume=True)
+    counts = to_window(counts.squeeze(1), spatial, plan.computed, half_widths, periodic)
     if mask.dtype == torch.bool:
         return counts.round()
     # [0, 1] weights: a sum that is zero up to round-off is zero.
@@ -257,25 +269,22 @@ def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     return torch.where(counts.abs() <= 1e-12 * total, 0.0, counts)
 
 
-def _prepare(fields, mask, counts, half_widths, periodic):
-    """(masked fields in the compute dtype, computed half-widths, grid, scale factors)."""
-    spatial = tuple(fields.shape[2:])
-    work = statistics_dtype(fields.dtype)
-    computed = computed_half_widths(spatial, half_widths, periodic)
-    grid = fft_grid(spatial, computed, periodic)
-    f = fields.to(work)
+def _prepare(fields, pairs, mask, counts, half_widths, periodic):
+    """(masked fields in the compute dtype, plan, scale factors)."""
+    f = fields.to(statistics_dtype(fields.dtype))
+    plan = plan_for(f, pairs, half_widths, periodic)
     if mask is None:
-        return f, computed, grid, _analytic_scale(spatial, computed, periodic, fields.device, work)
+        return f, plan, plan.scale
     if counts is None:
-        counts = pair_counts(mask, spatial_shape=spatial, half_widths=half_widths, periodic=periodic)
-    return f * mask.to(work).unsqueeze(1), computed, grid, _mask_scale(counts, computed, half_widths, grid, work)
+        counts = pair_counts(mask, spatial_shape=f.shape[2:], half_widths=half_widths, periodic=periodic)
+    return f * mask.to(f.dtype).unsqueeze(1), plan, _mask_scale(counts, plan, half_widths, f.dtype)
 
 
 def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, nonnegative=False):
     """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), fp32 or fp64."""
-    f, computed, _, scale = _prepare(fields, mask, counts, half_widths, periodic)
-    stats, _ = _correlation(f, nonnegative, tuple(pairs), computed, periodic, scale)
-    return to_window(stats, fields.shape[2:], computed, tuple(half_widths), periodic)
+    f, plan, scale = _prepare(fields, pairs, mask, counts, half_widths, periodic)
+    stats, _ = _correlation(f, nonnegative, plan, scale)
+    return to_window(stats, fields.shape[2:], plan.computed, tuple(half_widths), periodic)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,21 +317,21 @@ def pair_distance(
         return _parseval_distance(fields, target, target_stats, pairs, distance)
     if target is None:
         return None
-    f, computed, grid, scale = _prepare(fields, mask, counts, half_widths, periodic)
+    f, plan, scale = _prepare(fields, pairs, mask, counts, half_widths, periodic)
     t = target.to(f.dtype) if mask is None else target.to(f.dtype) * mask.to(f.dtype).unsqueeze(1)
-    dims = tuple(range(-len(spatial), 0))
-    products = _products(torch.fft.rfftn(f, s=grid, dim=dims), pairs)
-    products = products - _products(torch.fft.rfftn(t, s=grid, dim=dims), pairs)
-    diff = _statistics_from_products(products, grid, computed, scale)
-    return per_sample_distance(to_window(diff, spatial, computed, tuple(half_widths), periodic), weights, distance)
+    products = _products(torch.fft.rfftn(f, s=plan.grid, dim=plan.dims), pairs, plan.auto)
+    products = products - _products(torch.fft.rfftn(t, s=plan.grid, dim=plan.dims), pairs, plan.auto)
+    diff = to_window(_statistics_from_products(products, plan, scale), spatial, plan.computed, half_widths, periodic)
+    return per_sample_distance(diff, weights, distance)
 
 
 def _spectral_statistics(spectra, pairs):
     """DFT of S_p for spectra scaled by 1/sqrt(N) (rfftn norm="ortho"): conj(F_i) F_j, real |F_i|^2
     when every pair is an auto-correlation."""
     if all(i == j for i, j in pairs):
-        return torch.view_as_real(_select(spectra, tuple(i for i, _ in pairs))).square().sum(-1)
-    return _products(spectra, pairs)
+        selected = spectra.index_select(1, _channel_index(tuple(i for i, _ in pairs), spectra.device))
+        return torch.view_as_real(selected).square().sum(-1)
+    return _products(spectra, pairs, False)
 
 
 def _parseval_distance(fields, target, target_stats, pairs, distance):
@@ -337,8 +346,9 @@ def _parseval_distance(fields, target, target_stats, pairs, distance):
     else:
         # The window holds every displacement but r_a = n_a / 2 of even axes, where the placed target is 0.
         half_widths = tuple((n - 1) // 2 for n in spatial)
+        plan = _plan(spatial, half_widths, True, fields.shape[1], pairs, fields.device, work)
         placed = torch.fft.rfftn(target_stats.to(work), s=spatial, dim=dims)
-        for factor in _shift_factors(spatial, half_widths, True, placed.device, placed.dtype):
+        for factor in plan.unshift:
             placed = placed * factor
         squares = _torus_squares(pred - placed, spatial) - _nyquist_squares(pred, spatial)
     n_values = len(pairs) * math.prod(window_shape((n - 1) // 2 for n in spatial))

@@ -142,9 +142,9 @@ def check_values(t, name, *, indicator_ints=True):
     if t.dtype == torch.bool or not (t.dtype.is_floating_point or indicator_ints):
         return True
     if torch.compiler.is_compiling():
-        low, high = torch.aminmax(t)
-    else:
-        low, high = torch.aminmax(_plain(t) if functorch_active() else t)
+        low, high = torch.aminmax(t.detach())
+    else:  # detached: no autograd node for a check
+        low, high = torch.aminmax(_plain(t) if functorch_active() else t.detach())
     if t.dtype.is_floating_point:
         problem = "contains NaN or infinite values; expected finite numbers"
     else:
@@ -269,6 +269,8 @@ def resolve_window(cutoff, spatial_shape, periodic, *, distinct_only=False):
     loss) so is one beyond the distinct displacements, which would count some displacements twice.
     """
     d = len(spatial_shape)
+    if type(cutoff) is int and 0 <= cutoff < min(spatial_shape) and not (distinct_only and periodic):
+        return (cutoff,) * d  # the common case, valid as it stands
     distinct = tuple((n - 1) // 2 if periodic else n - 1 for n in spatial_shape)
     window = check_cutoff(cutoff, d)
     if window is None:

@@ -10,7 +10,6 @@ from PIL import Image
 import spatialstats as ss
 from model.data import FolderDataset
 from spatialstats import _fft
-from spatialstats._common import computed_half_widths
 from spatialstats.cli import main
 from spatialstats.compat import two_point_stats
 
@@ -109,10 +108,8 @@ def test_statistics_of_non_negative_fields_are_not_negative():
     """The fft backend's round-off below 0 is clamped; the gradient passes through unchanged."""
     gen = torch.Generator().manual_seed(4)
     indicator = (torch.rand(4, 48, 48, generator=gen) > 0.97).float()
-    spatial, half_widths = (48, 48), (23, 23)
-    computed = computed_half_widths(spatial, half_widths, True)
-    scale = _fft._analytic_scale(spatial, computed, True, indicator.device, torch.float32)
-    raw, _ = _fft._Correlation.apply(indicator.unsqueeze(1), False, ((0, 0),), computed, True, scale)
+    plan = _fft.plan_for(indicator.unsqueeze(1), ((0, 0),), (23, 23), True)
+    raw, _ = _fft._Correlation.apply(indicator.unsqueeze(1), False, plan, plan.scale)
     assert raw.min() < 0  # what the clamp is for
     leaf = indicator.clone().requires_grad_()
     stats = ss.two_point(leaf, backend="fft")

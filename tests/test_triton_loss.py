@@ -36,19 +36,8 @@ def unfused(pred, target_stats, pairs, mask, window, periodic, weights, distance
 
 def triton_distance(pred, target_stats, pairs, mask, window, periodic, weights, distance):
     """The loss term as the dispatch runs it on the triton backend: fused, or statistics then distance."""
-    return _backend._execute(
-        _triton,
-        pred,
-        pairs=pairs,
-        half_widths=window,
-        periodic=periodic,
-        mask=mask,
-        counts=None,
-        target=None,
-        target_stats=target_stats,
-        weights=weights,
-        distance=distance,
-    )
+    loss = dict(target=None, target_stats=target_stats, weights=weights, distance=distance)
+    return _backend._execute(_triton, pred, pairs, window, periodic, mask, None, loss=loss)
 
 
 FUSED_CASES = [
