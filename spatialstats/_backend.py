@@ -605,7 +605,8 @@ def dispatch(
         loss = dict(target=target, target_stats=target_stats, weights=weights, distance=distance)
         kind = "stats" if target is None else "fields"
         op = f"distance:{kind}:{distance}:{'unweighted' if weights is None else 'weighted'}"
-        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (fields, *loss.values()))
+        tensors = (fields, target, target_stats, weights)
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     name = backend_name(backend, call_key(op, fields, pairs, half_widths, periodic, mask, grad))
     module = load(name)
     counts = None

@@ -329,8 +329,9 @@ def _spectral_statistics(spectra, pairs):
     """DFT of S_p for spectra scaled by 1/sqrt(N) (rfftn norm="ortho"): conj(F_i) F_j, real |F_i|^2
     when every pair is an auto-correlation."""
     if all(i == j for i, j in pairs):
-        selected = spectra.index_select(1, _channel_index(tuple(i for i, _ in pairs), spectra.device))
-        return torch.view_as_real(selected).square().sum(-1)
+        if pairs != tuple((c, c) for c in range(spectra.shape[1])):
+            spectra = spectra.index_select(1, _channel_index(tuple(i for i, _ in pairs), spectra.device))
+        return (spectra * spectra.conj()).real
     return _products(spectra, pairs, False)
 
 
@@ -355,18 +356,9 @@ def _parseval_distance(fields, target, target_stats, pairs, distance):
     return distance_from_squares(squares, n_values, distance)
 
 
-def _squared_magnitude(values):
-    return torch.view_as_real(values).square().sum(-1) if values.is_complex() else values.square()
-
-
-@cached()
-def _half_spectrum_weights(n, device, dtype):
-    """How often each rfft bin occurs in the full spectrum: 1 for 0 and (n even) n / 2, else 2."""
-    weights = torch.full((n // 2 + 1,), 2.0, dtype=dtype)
-    weights[0] = 1.0
-    if n % 2 == 0:
-        weights[-1] = 1.0
-    return weights.to(device)
+def _squares_per_sample(values):
+    """sum of |values|^2 over every axis but the first: (B, ...) -> (B,), one pass."""
+    return torch.linalg.vector_norm(values.flatten(1), dim=1).square()
 
 
 @cached()
@@ -380,9 +372,14 @@ def _alternating(length, skip_ends, device, dtype):
 
 
 def _torus_squares(spectrum, spatial):
-    """sum over every displacement of the torus of D(r)^2, per sample: (B, P, *half grid) DFT of D -> (B,)."""
-    per_bin = _squared_magnitude(spectrum).flatten(1, -2).sum(1)
-    return per_bin @ _half_spectrum_weights(spatial[-1], per_bin.device, per_bin.dtype) / math.prod(spatial)
+    """sum over every displacement of the torus of D(r)^2, per sample: (B, P, *half grid) DFT of D -> (B,).
+
+    Parseval over the full spectrum: each rfft bin counts twice but the zero and (n even) Nyquist columns.
+    """
+    total = 2 * _squares_per_sample(spectrum) - _squares_per_sample(spectrum[..., 0])
+    if spatial[-1] % 2 == 0:
+        total = total - _squares_per_sample(spectrum[..., -1])
+    return total / math.prod(spatial)
 
 
 def _nyquist_squares(spectrum, spatial):
@@ -396,29 +393,34 @@ def _nyquist_squares(spectrum, spatial):
     return total
 
 
+def _contract(values, axis, vector):
+    """sum_K vector[K] values[..., K, ...] over ``axis``, which goes away (a matrix-vector product)."""
+    vector = vector.to(values.dtype)
+    if axis == values.ndim - 1:
+        return values @ vector
+    return torch.matmul(vector, values.movedim(axis, -2))
+
+
 def _line_squares(spectrum, spatial, axes):
     """sum of D(r)^2 over r with r_a = n_a / 2 for a in ``axes``: reduce those frequency axes with (-1)^K,
     which gives the DFT of D on that line, and apply Parseval over the remaining axes."""
     d, offset = len(spatial), spectrum.ndim - len(spatial)
     values, last = spectrum, d - 1
-    half_weights = last not in axes
-    if not half_weights:
+    if last in axes:
         # The full last axis: bins n - K hold conj(F(-K_other, K)).
         n = spatial[last]
-        kept = torch.tensordot(values, _alternating(n // 2 + 1, False, values.device, values.dtype), dims=([-1], [0]))
-        mirrored = torch.tensordot(
-            values, _alternating(n // 2 + 1, True, values.device, values.dtype), dims=([-1], [0])
-        )
+        kept = _contract(values, values.ndim - 1, _alternating(n // 2 + 1, False, values.device, torch.float64))
+        mirrored = _contract(values, values.ndim - 1, _alternating(n // 2 + 1, True, values.device, torch.float64))
         for axis in range(offset, offset + d - 1):
             mirrored = mirrored.flip(axis).roll(1, axis)
         values = kept + (mirrored.conj() if mirrored.is_complex() else mirrored)
     for axis in sorted((a for a in axes if a != last), reverse=True):
-        signs = _alternating(spatial[axis], False, values.device, values.dtype)
-        values = torch.tensordot(values, signs, dims=([offset + axis], [0]))
-    squares = _squared_magnitude(values)
-    if half_weights:
-        squares = squares.flatten(1, -2).sum(1) @ _half_spectrum_weights(spatial[last], squares.device, squares.dtype)
+        values = _contract(values, offset + axis, _alternating(spatial[axis], False, values.device, torch.float64))
+    if last in axes:
+        squares = _squares_per_sample(values)
     else:
-        squares = squares.flatten(1).sum(1)
+        squares = _torus_squares(values, [spatial[a] for a in range(d) if a not in axes]) * math.prod(
+            [spatial[a] for a in range(d) if a not in axes]
+        )
     # The reduced DFT is N_A times the line's DFT, and Parseval divides by the N / N_A other points.
     return squares / (math.prod(spatial[a] for a in axes) * math.prod(spatial))
