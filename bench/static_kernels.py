@@ -10,11 +10,13 @@ gives the dynamic warp-instructions per useful multiply-add, the occupancy and a
 time on an H100 SXM, set beside an estimate of the fft backend (cuFFT) with the same model.
 
 The model (every time it prints is an estimate, never a measurement):
-- per kernel, the largest of: issue time (warp-instructions / (4 per clock per SM x 132 SMs x
-  1.755 GHz), rounded up to whole waves of resident programs), tensor-core time (MMA multiply-adds
+- per kernel, the largest of: issue time (the warp-instructions of ceil(programs / 132) programs,
+  the share of the busiest SM, at 4 per clock and 1.755 GHz), tensor-core time (MMA multiply-adds
   issued / the dense peak per SM: 2048 bf16/fp16, 1024 TF32 per clock for wgmma (HGMMA), two thirds
-  of that for mma.sync (HMMA)), FP32 FMA time (128 per clock per SM) and DRAM time (every tensor
-  argument read or written once, 3.0 TB/s achievable of the 3.35 TB/s datasheet figure);
+  of that for mma.sync (HMMA)), FP32 FMA time (128 per clock per SM), L1 / shared-memory time (the
+  bytes of the hot loop's loads, stores and wgmma operands at 128 per clock per SM: every load an L1
+  hit), L2 time (each distinct tile row a program reads, once, at 10 TB/s) and DRAM time (every
+  tensor argument read or written once, 3.0 TB/s achievable of the 3.35 TB/s datasheet figure);
 - dynamic instructions per program = hot-loop body x its trips + the code of the loops around it
   x their trips + the rest once; trips come from the launch geometry;
 - torch operations between the kernels (padding, counts, small reductions) and the fft path: one
@@ -42,6 +44,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import types
 from typing import NamedTuple
 
 import torch
@@ -63,6 +66,8 @@ class Hardware(NamedTuple):
     issue_per_clock: int = 4  # warp-instructions per clock per SM (4 schedulers)
     dram_bytes_per_s: float = 3.0e12
     fma_per_clock: int = 128  # FP32 FMA per clock per SM
+    lsu_bytes_per_clock: int = 128  # L1 / shared memory bytes per clock per SM
+    l2_bytes_per_s: float = 10e12  # L2 to SMs, all SMs together (reported 10 to 12 TB/s)
     launch_s: float = 2e-6
     registers: int = 65536
     shared_bytes: int = 233472  # 228 KiB per SM
@@ -89,13 +94,14 @@ class Case(NamedTuple):
     spatial: tuple
     cutoff: object  # int or None
     dtype: str  # "float32", "bfloat16"
-    precision: str  # float32: "tf32x3" (torch's default "highest") or "tf32" ("high")
+    precision: str  # float32: "tf32x3" (torch's default "highest") or "tf32" ("high"); else ""
 
     @property
     def name(self):
         cutoff = "None" if self.cutoff is None else self.cutoff
         shape = "x".join(map(str, self.spatial))
-        return f"{self.op} b{self.batch} c{self.phases} {shape} k{cutoff} {self.dtype}/{self.precision}"
+        dtype = f"{self.dtype}/{self.precision}" if self.precision else self.dtype
+        return f"{self.op} b{self.batch} c{self.phases} {shape} k{cutoff} {dtype}"
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -108,15 +114,15 @@ def cases(quick):
         Case(op, 256, 1, (128, 128), cutoff, dtype, precision)
         for cutoff in (4, 8, 16)
         for op in ("loss", "stats")
-        for dtype, precision in (("float32", "tf32x3"), ("float32", "tf32"), ("bfloat16", "tf32"))
+        for dtype, precision in (("float32", "tf32x3"), ("float32", "tf32"), ("bfloat16", ""))
     ]
     if quick:
         return [c for c in goal if c.cutoff == 8 and c.op == "loss"]
     others = [
-        Case("loss", 64, 1, (64, 64, 64), 4, "bfloat16", "tf32"),
-        Case("loss", 64, 1, (64, 64, 64), 8, "bfloat16", "tf32"),
-        Case("loss", 256, 3, (128, 128), 8, "bfloat16", "tf32"),
-        Case("stats", 256, 1, (128, 128), None, "bfloat16", "tf32"),
+        Case("loss", 64, 1, (64, 64, 64), 4, "bfloat16", ""),
+        Case("loss", 64, 1, (64, 64, 64), 8, "bfloat16", ""),
+        Case("loss", 256, 3, (128, 128), 8, "bfloat16", ""),
+        Case("stats", 256, 1, (128, 128), None, "bfloat16", ""),
     ]
     return goal + others
 
@@ -156,9 +162,8 @@ class TorchOp(NamedTuple):
 
 
 @contextlib.contextmanager
-def recorded_launches(multiprocessors):
-    """Record ``kernel[grid](...)`` calls instead of running them; the launchers see a GPU with
-    ``multiprocessors`` SMs."""
+def recorded_launches():
+    """Record ``kernel[grid](...)`` calls instead of running them."""
     launches = []
     interface = triton_jit.KernelInterface
 
@@ -171,13 +176,12 @@ def recorded_launches(multiprocessors):
 
         return record
 
-    saved = interface.__getitem__, correlation._multiprocessors
+    saved = interface.__getitem__
     interface.__getitem__ = getitem
-    correlation._multiprocessors = lambda device: multiprocessors
     try:
         yield launches
     finally:
-        interface.__getitem__, correlation._multiprocessors = saved
+        interface.__getitem__ = saved
 
 
 # Operations that launch no kernel.
@@ -216,37 +220,40 @@ def _meta_inputs(case):
     return fields, pairs
 
 
-@contextlib.contextmanager
-def _float32_precision(precision):
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
 def triton_launches(case, hardware):
     """(launches, torch ops) of the Triton backend for ``case``: statistics forward, or the fused
     loss forward and its backward."""
     fields, pairs = _meta_inputs(case)
     window, periodic = window_of(case)
-    with recorded_launches(hardware.multiprocessors) as launches, _TorchOps() as torch_ops:
-        with _float32_precision(case.precision):
-            prepared = _triton._prepare(fields, pairs, None, window, periodic)
+    with recorded_launches() as launches, _TorchOps() as torch_ops:
+        prepared = _triton._prepare(fields, pairs, None, window, periodic)
+        if case.precision:
+            prepared = prepared._replace(precision=case.precision)
         if case.op == "stats":
             correlation._forward(prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision)
         else:
             shape = (case.batch, len(pairs), *(2 * k + 1 for k in prepared.window3))
             target = torch.empty(shape, device="meta")
             counts = prepared.counts.reshape(1, *shape[2:])
-            triton_loss._forward(
-                prepared.fields, target, None, counts, prepared.pairs, prepared.window3, periodic, prepared.precision
+            inverse_counts = torch.where(counts > 0, counts.reciprocal(), 0.0)
+            options = (prepared.pairs, prepared.window3, periodic, prepared.precision)
+            distances, weighted_diff, padded = triton_loss._forward(
+                prepared.fields, target, None, inverse_counts, *options, "l2"
             )
-            grad_sums = torch.empty(shape, device="meta")
-            correlation._backward(
-                grad_sums, prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision
+            # The mean over the batch and its gradient (as the sweep's loss step), then the op's backward.
+            distances.requires_grad_(True)
+            distances.mean().backward()
+            context = types.SimpleNamespace(
+                saved_tensors=(prepared.fields, None, inverse_counts, distances, weighted_diff, padded),
+                options=options,
+                distance="l2",
+                needs_input_grad=(True, False),
             )
+            saved, triton_loss.correlate_backward = triton_loss.correlate_backward, correlation._backward
+            try:
+                triton_loss._weighted_distance_grad(context, distances.grad, None, None)
+            finally:
+                triton_loss.correlate_backward = saved
     return launches, torch_ops.ops
 
 
@@ -366,6 +373,7 @@ class SassFigures(NamedTuple):
     hot_ffma: int
     hot_loads: int
     hot_macs: int  # MMA multiply-adds per warp per trip
+    hot_lsu_bytes: float  # bytes through L1 / shared memory per warp per trip (loads, stores, wgmma operands)
     enclosing: int  # instructions of the loops around the hot loop, the hot loop excluded
     mma_type: str
     wgmma: bool
@@ -380,6 +388,34 @@ def _category(opcode):
     if base in ("LDG", "LDS", "LDSM", "LDGSTS", "LD", "UTMALDG"):
         return "load"
     return "other"
+
+
+_ELEMENT_BYTES = {"bf16": 2, "f16": 2, "tf32": 4, "f64": 8}
+
+
+def _lsu_bytes(opcode, operands):
+    """Bytes one warp moves through L1 / shared memory with one instruction (0 for others)."""
+    parts = opcode.split(".")
+    if parts[0] == "HGMMA":  # B (and A, when not in registers) read from shared memory by the warpgroup
+        m, n, k = (int(v) for v in parts[1].split("x"))
+        size = _ELEMENT_BYTES[_mma_macs(opcode)[1]]
+        a_in_shared = operands.split(",")[1].strip().startswith("gdesc")
+        return (n * k + (m * k if a_in_shared else 0)) * size / 4
+    if parts[0] not in ("LDG", "LDS", "STS", "LDSM", "STSM", "LDGSTS"):
+        return 0
+    if parts[0] in ("LDSM", "STSM"):
+        lane = {"4": 16, "2": 8}.get(parts[-1], 4)
+    elif "128" in parts:
+        lane = 16
+    elif "64" in parts:
+        lane = 8
+    elif {"U16", "S16"} & set(parts):
+        lane = 2
+    elif {"U8", "S8"} & set(parts):
+        lane = 1
+    else:
+        lane = 4
+    return 32 * lane
 
 
 def sass_figures(sass):
@@ -398,6 +434,7 @@ def sass_figures(sass):
     hot = min(candidates, key=lambda loop: loop[1] - loop[0]) if candidates else None
     counts = collections.Counter(_category(op) for _, op, _ in sass)
     hot_ops = [(a, op) for a, op, _ in sass if hot and inside(a, hot)]
+    hot_lsu_bytes = sum(_lsu_bytes(op, operands) for a, op, operands in sass if hot and inside(a, hot))
     hot_counts = collections.Counter(_category(op) for _, op in hot_ops)
     enclosing_loops = [loop for loop in loops if hot and loop != hot and loop[0] <= hot[0] and hot[1] <= loop[1]]
     enclosing = 0
@@ -417,6 +454,7 @@ def sass_figures(sass):
         hot_ffma=hot_counts["ffma"],
         hot_loads=hot_counts["load"],
         hot_macs=sum(m[0] for m in mmas if hot_ops) if hot_counts["mma"] else 0,
+        hot_lsu_bytes=hot_lsu_bytes,
         enclosing=enclosing,
         mma_type=mmas[0][1] if mmas else "",
         wgmma=bool(mmas and mmas[0][2]),
@@ -434,6 +472,7 @@ class Work(NamedTuple):
     entries: float  # hot-loop entries per program (trips of the loops around it)
     tile_macs: int  # multiply-adds of one hot-loop trip's tile product (one pass)
     direction: str  # "forward", "backward" or "" (no multiply-adds of the statistics)
+    l2_bytes: float = 0.0  # per program, read from L2 (each distinct tile row once; L1 serves repeats)
 
 
 def kernel_work(launch):
@@ -441,18 +480,25 @@ def kernel_work(launch):
     programs = math.prod(grid)
     name = launch.kernel.fn.__name__
     if name == "_correlation_forward_kernel":
-        rows = a["n0"] * a["rows_per_split"]
-        steps = triton.cdiv(a["n2"], a["BLOCK_S2"])
-        tile = a["BLOCK_R1"] * a["BLOCK_R2"] * a["BLOCK_S2"]
-        return Work(programs, rows * steps, rows, tile, "forward")
+        size = a["padded_ptr"].element_size()
+        entries = a["n0"] * triton.cdiv(a["n2"], a["NARROW"])
+        trips = entries * triton.cdiv(a["n1"], a["ROWS"])
+        tile = a["SHIFTS"] * a["NARROW"] * a["BAND"] * a["ROWS"]
+        step_bytes = ((a["ROWS"] + a["SHIFTS"] - 1) * a["NARROW"] + a["ROWS"] * a["BAND"]) * size
+        return Work(programs, trips, entries, tile, "forward", trips * step_bytes)
     if name == "_correlation_backward_kernel":
-        terms = a["n_terms"] // (a["n_channels"] if a["n_channels"] else 1)
-        rows = min(a["BLOCK_U1"], a["n1"]) + 2 * a["k1"]
-        entries = max(terms, 1) * (2 * a["k0"] + 1) * rows
-        steps = triton.cdiv(2 * a["k2"] + 1, a["BLOCK_K"])
-        tile = a["BLOCK_U1"] * a["BLOCK_U2"] * a["BLOCK_K"]
-        return Work(programs, entries * steps, entries, tile, "backward")
-    if name == "_weighted_squares_kernel":
+        size = a["padded_ptr"].element_size()
+        entries = a["n_terms"] / a["n_channels"] * (2 * a["k0"] + 1)
+        trips = entries * (2 * a["k1"] + 1)
+        tile = a["ROW_BLOCK"] * a["NARROW"] * a["BAND"]
+        return Work(
+            programs, trips, entries, tile, "backward", entries * (a["ROW_BLOCK"] + 2 * a["k1"]) * a["BAND"] * size
+        )
+    if name == "_pad_kernel":
+        return Work(programs, triton.cdiv(a["width"], a["BLOCK_COLS"]), 1, 0, "")
+    if name == "_gradient_maps_kernel":
+        return Work(programs, a["n_pairs"], 1, 0, "")
+    if name == "_weighted_distance_kernel":
         return Work(programs, triton.cdiv(a["n_values"], a["BLOCK"]), 1, 0, "")
     raise ValueError(f"no work model for kernel {name}")
 
@@ -488,21 +534,17 @@ def estimate_launch(launch, compiled, figures, hardware):
     trips = work.trips / unroll
     per_program = figures.hot_body * trips + figures.enclosing * work.entries
     per_program += figures.total - figures.hot_body - figures.enclosing
-    slots = max(resident, 1) * hardware.multiprocessors
-    waves = math.ceil(work.programs / slots) * slots / work.programs
-    issue_s = (
-        work.programs
-        * warps
-        * per_program
-        * waves
-        / (hardware.issue_per_clock * hardware.multiprocessors * hardware.clock_hz)
-    )
+    # Each SM issues for its share of the programs, ceil(programs / SMs) of them, at 4 per clock.
+    per_sm = math.ceil(work.programs / hardware.multiprocessors)
+    clocks = hardware.clock_hz
+    issue_s = per_sm * warps * per_program / (hardware.issue_per_clock * clocks)
     mma_macs = work.programs * warps * figures.hot_macs * trips
     rate = TENSOR_MACS.get(figures.mma_type, 1) * (1.0 if figures.wgmma else HMMA_EFFICIENCY)
-    tensor_s = mma_macs / (rate * hardware.multiprocessors * hardware.clock_hz) if mma_macs else 0.0
-    ffma = work.programs * warps * 32 * (figures.hot_ffma * trips)
-    fma_s = ffma / (hardware.fma_per_clock * hardware.multiprocessors * hardware.clock_hz)
+    tensor_s = per_sm * warps * figures.hot_macs * trips / (rate * clocks) if mma_macs else 0.0
+    fma_s = per_sm * warps * 32 * figures.hot_ffma * trips / (hardware.fma_per_clock * clocks)
+    lsu_s = per_sm * warps * figures.hot_lsu_bytes * trips / (hardware.lsu_bytes_per_clock * clocks)
     dram_s = launch_bytes(launch) / hardware.dram_bytes_per_s
+    l2_s = work.programs * work.l2_bytes / hardware.l2_bytes_per_s
     return dict(
         programs=work.programs,
         resident=resident,
@@ -513,8 +555,10 @@ def estimate_launch(launch, compiled, figures, hardware):
         issue_us=issue_s * 1e6,
         tensor_us=tensor_s * 1e6,
         fma_us=fma_s * 1e6,
+        lsu_us=lsu_s * 1e6,
+        l2_us=l2_s * 1e6,
         dram_us=dram_s * 1e6,
-        device_us=max(issue_s, tensor_s, fma_s, dram_s) * 1e6,
+        device_us=max(issue_s, tensor_s, fma_s, lsu_s, l2_s, dram_s) * 1e6,
         direction=work.direction,
     )
 
@@ -551,6 +595,8 @@ FIELDS = [
     "instructions_per_useful_mac",
     "issue_us_est",
     "tensor_us_est",
+    "lsu_us_est",
+    "l2_us_est",
     "dram_us_est",
     "device_us_est",
 ]
@@ -610,6 +656,8 @@ def run(out, label, quick, hardware=H100):
                     instructions_per_useful_mac=round(estimate["instructions"] / useful, 4) if useful else "",
                     issue_us_est=round(estimate["issue_us"], 2),
                     tensor_us_est=round(estimate["tensor_us"], 2),
+                    lsu_us_est=round(estimate["lsu_us"], 2),
+                    l2_us_est=round(estimate["l2_us"], 2),
                     dram_us_est=round(estimate["dram_us"], 2),
                     device_us_est=round(estimate["device_us"], 2),
                 )

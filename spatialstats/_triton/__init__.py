@@ -9,24 +9,20 @@ the mask (g = m f), divides by the pair counts and maps that window onto the req
 periodic S is periodic in r; non-periodic displacements |r_a| >= n_a have no pairs and give 0.
 """
 
-import os
 from typing import NamedTuple
 
 import torch
 
 from .. import _fft
-from .correlation import correlate
-from .loss import distance_from_squares, weighted_squares
-
-# triton.jit picks the interpreter when the kernels are defined, so this is read once, here.
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from .correlation import INTERPRETED, correlate
+from .loss import weighted_distance
 
 
 def unavailable_reason(device):
     """None when the kernels can run on ``device``, else why not."""
     device = torch.device(device)
     if device.type == "cpu":
-        if _INTERPRETED:
+        if INTERPRETED:
             return None
         return "Triton kernels run on CUDA GPUs; on the CPU only in the interpreter (TRITON_INTERPRET=1 before import)"
     if device.type != "cuda":
@@ -34,18 +30,32 @@ def unavailable_reason(device):
     if not torch.cuda.is_available():
         return "CUDA is not available"
     major, minor = torch.cuda.get_device_capability(device)
-    if major < 8 and not _INTERPRETED:
+    if major < 8 and not INTERPRETED:
         return f"the kernels need TF32 tensor cores (compute capability 8.0+), this GPU has {major}.{minor}"
     return None
 
 
+@torch.compiler.assume_constant_result  # read when traced: dynamo cannot trace the fp32_precision getter
+def _tf32_allowed():
+    """Whether torch allows TF32 for float32 matrix products on CUDA: the ``fp32_precision`` API of
+    torch >= 2.9 when it exists (``allow_tf32`` raises once that API has been used), else
+    ``allow_tf32``. An unset ("none") CUDA matmul precision follows the global one."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision is None:
+        return bool(matmul.allow_tf32)
+    if precision == "none":
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    return precision == "tf32"
+
+
 def _precision(dtype):
     """tl.dot input precision: float64 FMA; TF32 for fp16/bf16 (exact products) and for float32 when
-    torch allows TF32 matrix products (``torch.set_float32_matmul_precision("high")``); else tf32x3
-    (about float32 accuracy)."""
+    torch allows TF32 matrix products (``torch.set_float32_matmul_precision("high")`` or
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``); else tf32x3 (about float32 accuracy)."""
     if dtype == torch.float64:
         return "ieee"
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not _tf32_allowed():
         return "tf32x3"
     return "tf32"
 
@@ -79,7 +89,7 @@ def _mask_counts(mask, computed, periodic, dtype):
     weights = mask.to(dtype).unsqueeze(1)
     exact = mask.dtype == torch.bool and dtype == torch.float32  # 0/1 products are exact in TF32
     window3 = [0] * (3 - d) + list(computed)
-    counts = correlate(_as_3d(weights, d), [0, 0], window3, periodic, "tf32" if exact else _precision(dtype))
+    counts, _ = correlate(_as_3d(weights, d), [0, 0], window3, periodic, "tf32" if exact else _precision(dtype))
     counts = counts.reshape(mask.shape[0], *(2 * k + 1 for k in computed))
     return counts.round() if mask.dtype == torch.bool else counts
 
@@ -120,7 +130,7 @@ def _prepare(fields, pairs, mask, window, periodic):
 def two_point(fields, pairs, mask, window, periodic):
     """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), float32 or float64."""
     prepared = _prepare(fields, pairs, mask, window, periodic)
-    sums = correlate(prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision)
+    sums, _ = correlate(prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision)
     sums = sums.reshape(*sums.shape[:2], *prepared.counts.shape[1:])
     stats = _fft.divide_by_counts(sums, prepared.counts.unsqueeze(1))
     return _to_window(stats, fields.shape[2:], prepared.computed, window, periodic)
@@ -156,7 +166,16 @@ def pair_distance(fields, target_stats, pairs, mask, window, periodic, weights, 
     if weights is not None:
         weights = weights.to(dtype).expand(target_stats.shape[1:]).reshape(shape[1:])
     counts = prepared.counts.reshape(prepared.counts.shape[0], *shape[2:])
-    squares, _ = weighted_squares(
-        prepared.fields, target, weights, counts, prepared.pairs, prepared.window3, periodic, prepared.precision
+    inverse_counts = torch.where(counts > 0, counts.reciprocal(), 0.0)
+    distances, _, _ = weighted_distance(
+        prepared.fields,
+        target,
+        weights,
+        inverse_counts,
+        prepared.pairs,
+        prepared.window3,
+        periodic,
+        prepared.precision,
+        distance,
     )
-    return distance_from_squares(squares, target_stats[0].numel(), distance)
+    return distances
