@@ -329,15 +329,17 @@ def test_tiles(spatial, window, periodic, pairs, groups, device):
 
 def test_launch_config_pads_little():
     """The goal shape (128^2, auto-correlation): bands of 32 (cutoff 8) and 64 (cutoff 16) columns,
-    row shifts stacked by 4 (M = 64, one wgmma), the padded rows 16-byte aligned."""
+    row shifts stacked by 4 (M = 64, one wgmma) or 8 when that leaves fewer tiles to load, the padded
+    rows 16-byte aligned."""
     config = correlation._launch_config((1, 128, 128), (0, 8, 8), [0, 0])
     assert config.half and (config.first_shift, config.n_shifts) == (8, 9)
     assert (config.pad, config.narrow, config.band, config.shifts, config.rows) == (8, 16, 32, 4, 32)
-    assert config.row_block == 64 and config.padded == (1, 144, 144)
+    assert config.row_block == 128 and config.padded == (1, 144, 144)
+    assert correlation._launch_config((1, 128, 128), (0, 4, 4), [0, 0]).shifts == 8  # 5 row shifts
     config = correlation._launch_config((1, 128, 128), (0, 16, 16), [0, 1])
     assert not config.half and (config.first_shift, config.n_shifts) == (0, 33)
     assert (config.pad, config.narrow, config.band) == (16, 32, 64)
-    assert config.shifts * config.narrow * config.band <= 8192 and config.padded[2] % 16 == 0
+    assert (config.shifts, config.row_block) == (4, 64) and config.padded[2] % 16 == 0
 
 
 class _Recorder:

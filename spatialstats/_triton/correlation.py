@@ -122,7 +122,9 @@ def _pad_kernel(
     z1 = (pid % row_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     z0 = (pid // row_blocks) % n_planes
     batch_channel = pid // (row_blocks * n_planes)
-    s0 = z0 - k0
+    # The plane as a tensor, so that masks combine tensors only (Triton 3.9's interpreter rejects a
+    # mask made of a tensor and a scalar condition).
+    s0 = z0 - k0 + tl.zeros((BLOCK_ROWS,), dtype=tl.int32)
     s1 = z1 - k1
     if PERIODIC:  # the halo wraps once (k <= n // 2); beyond the halo, zeros
         plane_inside = (s0 >= -k0) & (s0 < n0 + k0)
@@ -132,9 +134,9 @@ def _pad_kernel(
     else:
         plane_inside = (s0 >= 0) & (s0 < n0)
         rows_inside = (s1 >= 0) & (s1 < n1)
-    source = fields_ptr + batch_channel.to(tl.int64) * n0 * n1 * n2 + (s0 * n1 + s1[:, None]).to(tl.int64) * n2
+    source = fields_ptr + batch_channel.to(tl.int64) * n0 * n1 * n2 + (s0 * n1 + s1).to(tl.int64)[:, None] * n2
     target = padded_ptr + (batch_channel.to(tl.int64) * n_planes + z0) * n_rows * width + z1[:, None] * width
-    rows_valid = rows_inside[:, None] & plane_inside
+    rows_valid = (rows_inside & plane_inside)[:, None]
     for first in range(0, width, BLOCK_COLS):
         z2 = first + tl.arange(0, BLOCK_COLS)
         s2 = z2 - PAD
@@ -362,20 +364,20 @@ class LaunchConfig(NamedTuple):
     num_stages: int
 
 
-def _idle_share(count, block):
-    return (triton.cdiv(count, block) * block - count) / (triton.cdiv(count, block) * block)
-
-
 def _launch_config(spatial, window, pairs):
     """Tiles of both kernels for fields of spatial shape (n0, n1, n2), window (k0, k1, k2) and flat
-    ``pairs``; the padded buffer's shape follows from them.
+    ``pairs``; the padded buffer's shape follows from them. Chosen from the offline sm_90a figures
+    of ``bench/static_kernels.py`` (both kernels are bound by L1 / shared-memory traffic there):
 
-    The band must hold narrow + k2 + PAD columns: the narrowest power of two above 16 + k2 + PAD is
-    taken (the share of the band that is used, (2 k2 + 1) / band, decides the MMA work), and the widest
-    block of columns (16 to 64) that the same band holds (more reuse of each loaded tile). Row shifts
-    are stacked by the largest power of two up to 8 that leaves at most a quarter of the slots idle,
-    with the accumulator at most 8192 values (64 registers a thread with 4 warps). One warpgroup
-    (4 warps; M = 64 reaches wgmma) and no software pipelining (see the module docstring).
+    - the band holds narrow + k2 + PAD columns: the narrowest power of two above 16 + k2 + PAD
+      (the band's used share, (2 k2 + 1) / band, is the MMA's), and the widest block of columns
+      (16 to 64) that the same band holds (each loaded tile serves more outputs);
+    - forward: row shifts stacked by s in (1, 2, 4, 8), the accumulator at most 8192 values (64
+      registers a thread), minimising slots x (narrow + band / s) (the tiles loaded per row shift;
+      idle slots count) x 2 when s x narrow < 64 (no wgmma below M = 64);
+    - backward: 128 output rows (64 with a 64-column band; fewer for small images), so that the
+      row-shifted tile stays at 4096 values;
+    - one warpgroup (4 warps) and no software pipelining (see the module docstring).
     """
     n0, n1, n2 = spatial
     k0, k1, k2 = window
@@ -385,9 +387,13 @@ def _launch_config(spatial, window, pairs):
     half = all(pairs[a] == pairs[a + 1] for a in range(0, len(pairs), 2)) and (k0 > 0 or k1 > 0)
     first_shift = k0 * (2 * k1 + 1) + k1 if half else 0
     n_shifts = (2 * k0 + 1) * (2 * k1 + 1) - first_shift
-    shifts = next(s for s in (8, 4, 2, 1) if s == 1 or (_idle_share(n_shifts, s) <= 0.25 and s * narrow * band <= 8192))
+
+    def stacking_cost(s):
+        return triton.cdiv(n_shifts, s) * s * (narrow + band / s) * (2 if s * narrow < 64 else 1)
+
+    shifts = min((s for s in (1, 2, 4, 8) if s == 1 or s * narrow * band <= 8192), key=stacking_cost)
     rows = min(32, max(16, triton.next_power_of_2(n1)))
-    row_block = min(64, max(16, triton.next_power_of_2(n1)), max(16, 8192 // band))
+    row_block = min(128, max(16, triton.next_power_of_2(n1)), 4096 // band)
     padded_rows = triton.cdiv(n1, max(rows, row_block)) * max(rows, row_block) + 2 * k1
     width = max(n2 + pad + k2, triton.cdiv(n2, narrow) * narrow - narrow + band)
     return LaunchConfig(
