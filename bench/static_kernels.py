@@ -559,6 +559,10 @@ def estimate_launch(launch, compiled, figures, hardware):
         l2_us=l2_s * 1e6,
         dram_us=dram_s * 1e6,
         device_us=max(issue_s, tensor_s, fma_s, lsu_s, l2_s, dram_s) * 1e6,
+        bound=max(
+            (("issue", issue_s), ("tensor", tensor_s), ("fma", fma_s), ("lsu", lsu_s), ("l2", l2_s), ("dram", dram_s)),
+            key=lambda item: item[1],
+        )[0],
         direction=work.direction,
     )
 
@@ -599,6 +603,7 @@ FIELDS = [
     "l2_us_est",
     "dram_us_est",
     "device_us_est",
+    "bound",
 ]
 
 
@@ -660,6 +665,7 @@ def run(out, label, quick, hardware=H100):
                     l2_us_est=round(estimate["l2_us"], 2),
                     dram_us_est=round(estimate["dram_us"], 2),
                     device_us_est=round(estimate["device_us"], 2),
+                    bound=estimate["bound"],
                 )
             )
         glue_us = torch_ops_us(glue, hardware)
@@ -692,12 +698,15 @@ def markdown(summary, label, version, today, hardware):
         f"Offline compilation (`python bench/static_kernels.py`), no GPU. Times are ESTIMATES of the model in "
         f"`bench/static_kernels.py` ({hardware.name}: {hardware.multiprocessors} SMs at "
         f"{hardware.clock_hz / 1e9:.3f} GHz, {hardware.issue_per_clock} warp-instructions per clock per SM, "
-        f"{hardware.dram_bytes_per_s / 1e12:.1f} TB/s, {hardware.launch_s * 1e6:.0f} us per launch), never "
-        "measurements. instr/MAC: dynamic warp-instructions per useful multiply-add.",
+        f"{hardware.lsu_bytes_per_clock} B per clock per SM from L1 / shared memory, "
+        f"{hardware.l2_bytes_per_s / 1e12:.0f} TB/s from L2, {hardware.dram_bytes_per_s / 1e12:.1f} TB/s from DRAM, "
+        f"{hardware.launch_s * 1e6:.0f} us per launch), never measurements. instr/MAC: dynamic warp-instructions "
+        "per useful multiply-add; bound: the limit the estimate hits (issue, tensor, lsu = L1 / shared memory, "
+        "l2, dram).",
         "",
         "| case | kernel | regs | spill B | smem KiB | warps/stages | occupancy | SASS (hot loop) | MMA (hot) "
-        "| FFMA (hot) | MMA passes | instr/MAC | kernel us (est.) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| FFMA (hot) | MMA passes | instr/MAC | kernel us (est.) | bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     totals = []
     for case, per_kernel, glue_us, launches, triton_total, _, fft_kernels, fft_total in summary:
@@ -709,7 +718,7 @@ def markdown(summary, label, version, today, hardware):
                 f"{compiled.num_warps}/{compiled.num_stages} | {estimate['occupancy']:.2f} | "
                 f"{figures.total} ({figures.hot_body}) | {figures.mma} ({figures.hot_mma}) | "
                 f"{figures.ffma} ({figures.hot_ffma}) | {estimate['mma_passes']} | {per_mac} | "
-                f"{estimate['device_us']:.1f} |"
+                f"{estimate['device_us']:.1f} | {estimate['bound']} |"
             )
         totals.append(
             f"| {case.name} | {triton_total:.0f} | {launches} | {glue_us:.1f} | {fft_total:.0f} | {fft_kernels} | "

@@ -352,10 +352,10 @@ class _Recorder:
         return lambda **arguments: self.grids.append(grid)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 8192, 8192), (2, 1, 1, 1, 5_000_000), (8, 3, 64, 64, 64)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 16384, 16384), (2, 1, 1, 1, 5_000_000), (8, 3, 64, 64, 64)])
 def test_grids_use_axis_0_only(shape, monkeypatch):
     """Axes 1 and 2 of a CUDA grid take at most 65535 programs: every launch is one-dimensional, so an
-    8192^2 image or a 5M-long signal fits (the launch geometry only, on meta tensors)."""
+    16384^2 image or a 5M-long signal fits (the launch geometry only, on meta tensors)."""
     grids = []
     for kernel in (
         "_pad_kernel",
@@ -372,6 +372,8 @@ def test_grids_use_axis_0_only(shape, monkeypatch):
     assert max(grid[0] for grid in grids) > 65535 or shape[0] == 8
     with pytest.raises(ValueError, match="exceed the launch grid"):
         correlation._grid(2**31)
+    with pytest.raises(ValueError, match="too large for the triton kernels"):
+        correlation._forward(torch.empty((1, 1, 1, 46341, 46341), device="meta"), [0, 0], [0, 1, 1], True, "tf32")
 
 
 def test_launches_on_the_fields_device(device, monkeypatch):

@@ -62,6 +62,7 @@ in a fixed order: results are deterministic.
 
 import contextlib
 import functools
+import math
 import os
 from typing import NamedTuple
 
@@ -432,6 +433,11 @@ def _check(fields, pairs, window, precision):
         raise ValueError(f"pairs must be flat (i, j) pairs and window 3 half-widths, got {pairs}, {window}")
     if precision not in PRECISIONS or (fields.dtype == torch.float64) != (precision == "ieee"):
         raise ValueError(f"precision must be 'ieee' for float64 and 'tf32' or 'tf32x3' otherwise, got {precision!r}")
+    if math.prod(_launch_config(tuple(fields.shape[2:]), window, pairs).padded) >= 2**31:
+        raise ValueError(
+            f"spatial shape {tuple(fields.shape[2:])} with window {tuple(window)} is too large for the triton "
+            "kernels: a padded channel must hold fewer than 2^31 values"
+        )
 
 
 def _grid(programs):
