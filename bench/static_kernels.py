@@ -54,7 +54,8 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime import jit as triton_jit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from spatialstats import _fft, _triton, loss
+from spatialstats import _fft, _triton
+from spatialstats._common import per_sample_distance
 from spatialstats._triton import correlation
 from spatialstats._triton import loss as triton_loss
 
@@ -226,17 +227,16 @@ def triton_launches(case, hardware):
     fields, pairs = _meta_inputs(case)
     window, periodic = window_of(case)
     with recorded_launches() as launches, _TorchOps() as torch_ops:
-        prepared = _triton._prepare(fields, pairs, None, window, periodic)
+        prepared = _triton._prepare(fields, pairs, None, None, window, periodic)
         if case.precision:
             prepared = prepared._replace(precision=case.precision)
         if case.op == "stats":
-            correlation._forward(prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision)
+            correlation._forward(prepared.fields, prepared.pairs, prepared.half_widths3, periodic, prepared.precision)
         else:
-            shape = (case.batch, len(pairs), *(2 * k + 1 for k in prepared.window3))
+            shape = (case.batch, len(pairs), *(2 * k + 1 for k in prepared.half_widths3))
             target = torch.empty(shape, device="meta")
-            counts = prepared.counts.reshape(1, *shape[2:])
-            inverse_counts = torch.where(counts > 0, counts.reciprocal(), 0.0)
-            options = (prepared.pairs, prepared.window3, periodic, prepared.precision)
+            inverse_counts = prepared.inverse_counts.reshape(1, *shape[2:])
+            options = (prepared.pairs, prepared.half_widths3, periodic, prepared.precision)
             distances, weighted_diff, padded = triton_loss._forward(
                 prepared.fields, target, None, inverse_counts, *options, "l2"
             )
@@ -263,11 +263,12 @@ def fft_ops(case):
     window, periodic = window_of(case)
     with _TorchOps() as torch_ops:
         if case.op == "stats":
-            _fft.two_point(fields, pairs, None, window, periodic)
+            _fft.two_point(fields, pairs=pairs, half_widths=window, periodic=periodic)
         else:
             fields.requires_grad_(True)
             target = torch.empty((case.batch, len(pairs), *(2 * k + 1 for k in window)), device="meta")
-            distance = loss._distance(_fft.two_point(fields, pairs, None, window, periodic) - target, None, "l2")
+            stats = _fft.two_point(fields, pairs=pairs, half_widths=window, periodic=periodic)
+            distance = per_sample_distance(stats - target, None, "l2")
             distance.mean().backward()
     return torch_ops.ops
 

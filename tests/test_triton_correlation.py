@@ -14,7 +14,7 @@ import torch
 
 import spatialstats
 from spatialstats import _fft, _ref
-from spatialstats.ops import window_shape
+from spatialstats._common import window_shape
 
 pytest.importorskip("triton")
 from spatialstats import _triton
@@ -44,8 +44,8 @@ def make_mask(kind, batch, spatial, device):
 
 
 def assert_matches_reference(fields, pairs, mask, window, periodic, tolerance):
-    result = _triton.two_point(fields, pairs, mask, window, periodic)
-    expected = _ref.two_point(fields, pairs, mask, window, periodic)
+    result = _triton.two_point(fields, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
+    expected = _ref.two_point(fields.double(), pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
     assert result.shape == (fields.shape[0], len(pairs), *window_shape(window))
     assert result.dtype == (torch.float64 if fields.dtype == torch.float64 else torch.float32)
     torch.testing.assert_close(result.double(), expected, atol=tolerance, rtol=tolerance)
@@ -84,8 +84,13 @@ def test_masks(mask_kind, spatial, window, periodic, device):
     fields = torch.rand((2, 2, *spatial), generator=torch.Generator().manual_seed(2)).to(device)
     mask = make_mask(mask_kind, 2, spatial, device)
     assert_matches_reference(fields, MIXED, mask, window, periodic, 1e-5)
-    counts = _triton.pair_counts(mask, spatial, window, periodic, device)
-    torch.testing.assert_close(counts, _ref.pair_counts(mask, spatial, window, periodic, device), atol=1e-9, rtol=1e-9)
+    counts = _triton.pair_counts(mask, spatial_shape=spatial, half_widths=window, periodic=periodic, device=device)
+    torch.testing.assert_close(
+        counts,
+        _ref.pair_counts(mask, spatial_shape=spatial, half_widths=window, periodic=periodic, device=device),
+        atol=1e-9,
+        rtol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -113,15 +118,14 @@ def test_tf32_when_allowed(device):
     torch.set_float32_matmul_precision("high")
     try:
         assert _triton._precision(torch.float32) == "tf32"
-        result = _triton.two_point(fields, AUTO[:1], None, (3, 3), True).double()
+        result = _triton.two_point(fields, pairs=AUTO[:1], half_widths=(3, 3), periodic=True).double()
     finally:
         torch.set_float32_matmul_precision(previous)
     assert _triton._precision(torch.float32) == "tf32x3"
-    rounded = _ref.two_point(round_tf32(fields), AUTO[:1], None, (3, 3), True)
-    truncated = _ref.two_point(
-        fields.view(torch.int32).bitwise_and(-0x2000).view(torch.float32), AUTO[:1], None, (3, 3), True
-    )
-    exact = _ref.two_point(fields, AUTO[:1], None, (3, 3), True)
+    window = dict(pairs=AUTO[:1], half_widths=(3, 3), periodic=True)
+    rounded = _ref.two_point(round_tf32(fields).double(), **window)
+    truncated = _ref.two_point(fields.view(torch.int32).bitwise_and(-0x2000).view(torch.float32).double(), **window)
+    exact = _ref.two_point(fields.double(), **window)
     torch.testing.assert_close(result, rounded, atol=1e-6, rtol=1e-6)
     assert (truncated - result).abs().max() > 1e-4  # truncation would have been seen
     assert abs(((result - exact) / exact).mean()) < 2e-5  # and rounding leaves no bias
@@ -157,12 +161,13 @@ def test_structured_inputs(periodic, device):
     spatial, window = (5, 6), (4, 6)
     zeros = torch.zeros((1, 1, *spatial), device=device)
     assert torch.equal(
-        _triton.two_point(zeros, AUTO[:1], None, window, periodic), torch.zeros(1, 1, 9, 13, device=device)
+        _triton.two_point(zeros, pairs=AUTO[:1], half_widths=window, periodic=periodic),
+        torch.zeros(1, 1, 9, 13, device=device),
     )
     ones = torch.ones((1, 1, *spatial), device=device)
     mask = make_mask("sparse", 1, spatial, device)
-    counts = _triton.pair_counts(mask, spatial, window, periodic, device)
-    stats = _triton.two_point(ones, AUTO[:1], mask, window, periodic)
+    counts = _triton.pair_counts(mask, spatial_shape=spatial, half_widths=window, periodic=periodic, device=device)
+    stats = _triton.two_point(ones, pairs=AUTO[:1], mask=mask, half_widths=window, periodic=periodic)
     assert torch.equal(stats[0, 0], (counts[0] > 0).float())
 
 
@@ -173,14 +178,18 @@ def test_worked_examples(device):
     for periodic, value in ((True, 1 / 7), (False, 1 / 5)):
         expected = torch.zeros((1, 2, 1, 7), device=device)
         expected[0, 0, 0, 5] = expected[0, 1, 0, 1] = value
-        torch.testing.assert_close(_triton.two_point(x, ((0, 1), (1, 0)), None, (0, 3), periodic), expected)
+        torch.testing.assert_close(
+            _triton.two_point(x, pairs=((0, 1), (1, 0)), half_widths=(0, 3), periodic=periodic), expected
+        )
     grid = torch.zeros((1, 2, 5, 5), device=device)
     grid[0, 0, 0, 0] = grid[0, 1, 1, 2] = 1.0
     expected = torch.zeros((1, 1, 5, 5), device=device)
     expected[0, 0, 3, 4] = 1 / 25
-    torch.testing.assert_close(_triton.two_point(grid, CROSS, None, (2, 2), True), expected)
+    torch.testing.assert_close(_triton.two_point(grid, pairs=CROSS, half_widths=(2, 2), periodic=True), expected)
     indicator = (torch.rand((1, 1, 6, 8), generator=torch.Generator().manual_seed(6)) < 0.4).float().to(device)
-    stats = _triton.two_point(indicator, AUTO[:1], None, (3, 4), True)[0, 0, :6, :8]  # all 48 distinct r
+    stats = _triton.two_point(indicator, pairs=AUTO[:1], half_widths=(3, 4), periodic=True)[
+        0, 0, :6, :8
+    ]  # all 48 distinct r
     fraction = indicator.mean()
     torch.testing.assert_close(stats[3, 4], fraction)
     torch.testing.assert_close(stats.mean(), fraction**2)
@@ -209,7 +218,12 @@ def test_availability(device):
 
 def test_rejects_integer_fields(device):
     with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
-        _triton.two_point(torch.ones((1, 1, 4, 4), dtype=torch.int32, device=device), AUTO[:1], None, (1, 1), True)
+        _triton.two_point(
+            torch.ones((1, 1, 4, 4), dtype=torch.int32, device=device),
+            pairs=AUTO[:1],
+            half_widths=(1, 1),
+            periodic=True,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,7 +243,7 @@ GRADIENT_CASES = [
 
 def stats_and_gradient(module, fields, pairs, mask, window, periodic, upstream):
     fields = fields.detach().requires_grad_(True)
-    stats = module.two_point(fields, pairs, mask, window, periodic)
+    stats = module.two_point(fields, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
     (gradient,) = torch.autograd.grad((stats * upstream).sum(), fields)
     return stats, gradient
 
@@ -258,7 +272,7 @@ def test_gradient_central_differences_float32(spatial, window, periodic, pairs, 
     _, gradient = stats_and_gradient(_triton, fields, pairs, None, window, periodic, upstream)
 
     def objective(f):
-        return (_triton.two_point(f, pairs, None, window, periodic) * upstream).sum()
+        return (_triton.two_point(f, pairs=pairs, half_widths=window, periodic=periodic) * upstream).sum()
 
     step = 0.25
     difference = (objective(fields + step * direction) - objective(fields - step * direction)) / (2 * step)
@@ -270,7 +284,9 @@ def test_gradcheck_float64(device):
     mask = make_mask("per_sample", 1, (3, 4), device)
     for periodic in (True, False):
         assert torch.autograd.gradcheck(
-            lambda f, periodic=periodic: _triton.two_point(f, MIXED, mask, (1, 2), periodic),
+            lambda f, periodic=periodic: _triton.two_point(
+                f, pairs=MIXED, mask=mask, half_widths=(1, 2), periodic=periodic
+            ),
             (fields.requires_grad_(True),),
             fast_mode=True,
         )
@@ -283,7 +299,9 @@ def test_gradgradcheck_float64(device):
     mask = make_mask("per_sample", 1, (3, 4), device)
     for periodic, pairs in ((True, MIXED), (False, CROSS)):
         assert torch.autograd.gradgradcheck(
-            lambda f, periodic=periodic, pairs=pairs: _triton.two_point(f, pairs, mask, (1, 2), periodic),
+            lambda f, periodic=periodic, pairs=pairs: _triton.two_point(
+                f, pairs=pairs, mask=mask, half_widths=(1, 2), periodic=periodic
+            ),
             (fields.clone().requires_grad_(True),),
             fast_mode=True,
         )
@@ -384,7 +402,7 @@ def test_launches_on_the_fields_device(device, monkeypatch):
     original = correlation._device_scope
     monkeypatch.setattr(correlation, "_device_scope", lambda d: devices.append(d) or original(d))
     fields = torch.rand((1, 1, 5, 6), generator=torch.Generator().manual_seed(20)).to(device).requires_grad_(True)
-    _triton.two_point(fields, AUTO[:1], None, (1, 1), True).sum().backward()
+    _triton.two_point(fields, pairs=AUTO[:1], half_widths=(1, 1), periodic=True).sum().backward()
     assert len(devices) == 3 and all(d == fields.device for d in devices)  # pad, forward, backward
 
 
@@ -411,7 +429,7 @@ def test_offsets_beyond_int32():
     fields = torch.zeros((batch, 1, n, n), dtype=torch.bfloat16, device="cuda")
     fields[-1:] = last
     fields.requires_grad_(True)
-    stats = _triton.two_point(fields, AUTO[:1], None, (1, 2), True)
+    stats = _triton.two_point(fields, pairs=AUTO[:1], half_widths=(1, 2), periodic=True)
     upstream = torch.zeros_like(stats)
     upstream[-1] = torch.randn(stats.shape[1:], generator=torch.Generator().manual_seed(18)).to("cuda")
     (gradient,) = torch.autograd.grad((stats * upstream).sum(), fields)

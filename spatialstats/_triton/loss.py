@@ -31,11 +31,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._fft import statistics_dtype
+from .._common import DISTANCES, statistics_dtype
 from . import correlation
 from .correlation import correlate_backward
-
-DISTANCES = ("l2", "mse")
 
 
 @triton.jit(do_not_specialize=["n_values", "window_size", "counts_batch_stride"])
