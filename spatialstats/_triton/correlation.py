@@ -24,7 +24,8 @@ Layout. The fields are copied once (``_pad_kernel``) into a buffer (B, C, n0 + 2
 with a halo of k0, k1 rows and PAD >= k2 columns (k2 rounded up to 8, so that tiles stay 16-byte
 aligned) on each side, circular when periodic and zeros when not, and zeros beyond, in the MMA
 input dtype. Every load of the two kernels is then an affine tile, unmasked but for image tails
-that the blocks do not divide.
+that the blocks do not divide. The forward returns the buffer, and autograd keeps it (instead of the
+fields) for the backward, which reads it again: one copy per step, not two.
 
 Forward tiling: a banded GEMM per row shift. A row shift q = (r0, r1) pairs row t - q of g_i with
 row t of g_j. For a column block a0 of NARROW columns and the BAND >= NARROW + k2 + PAD columns
@@ -419,9 +420,33 @@ def mma_dtype(dtype):
     return dtype if dtype in (torch.bfloat16, torch.float64) else torch.float32
 
 
-def _dot_precision(dtype, precision):
-    """tl.dot's input precision for fields of ``dtype``: the requested one for fp32 MMA inputs."""
-    return precision if mma_dtype(dtype) == torch.float32 else "ieee"
+def _dot_options(dtype, precision):
+    """The kernels' PRECISION (tl.dot's input precision: the requested one for fp32 MMA inputs) and
+    UPCAST (bf16 through float32 in the interpreter, which multiplies bf16 bit patterns as integers)."""
+    return dict(
+        PRECISION=precision if mma_dtype(dtype) == torch.float32 else "ieee",
+        UPCAST=INTERPRETED and dtype == torch.bfloat16,
+    )
+
+
+def _geometry(padded, spatial, window):
+    """The arguments both kernels take about the padded buffer (B, C, planes, rows, width) of fields
+    with spatial shape (n0, n1, n2) and window (k0, k1, k2)."""
+    planes, rows, width = padded.shape[2:]
+    n0, n1, n2 = spatial
+    k0, k1, k2 = window
+    return dict(
+        n_channels=padded.shape[1],
+        channel_stride=planes * rows * width,
+        plane_stride=rows * width,
+        row_stride=width,
+        n0=n0,
+        n1=n1,
+        n2=n2,
+        k0=k0,
+        k1=k1,
+        k2=k2,
+    )
 
 
 def _check(fields, pairs, window, precision):
@@ -491,7 +516,7 @@ def _forward(fields, pairs, window, periodic, precision):
     float32 or float64, and the buffer the backward reads again."""
     _check(fields, pairs, window, precision)
     fields = fields.contiguous()
-    batch, n_channels, n0, n1, n2 = fields.shape
+    batch, _, n0, n1, n2 = fields.shape
     k0, k1, k2 = window
     n_pairs = len(pairs) // 2
     config = _launch_config((n0, n1, n2), window, pairs)
@@ -507,24 +532,14 @@ def _forward(fields, pairs, window, periodic, precision):
             sums_ptr=sums,
             n_pairs=n_pairs,
             n_groups=n_groups,
-            n_channels=n_channels,
-            channel_stride=padded[0, 0].numel(),
-            plane_stride=padded[0, 0, 0].numel(),
-            row_stride=padded.shape[-1],
-            n0=n0,
-            n1=n1,
-            n2=n2,
-            k0=k0,
-            k1=k1,
-            k2=k2,
+            **_geometry(padded, (n0, n1, n2), window),
             n_shifts=config.n_shifts,
             first_shift=config.first_shift,
             HALF=config.half,
             EVEN_ROWS=n1 % config.rows == 0,
             EVEN_COLS=n2 % config.narrow == 0,
             PAD=config.pad,
-            PRECISION=_dot_precision(fields.dtype, precision),
-            UPCAST=INTERPRETED and fields.dtype == torch.bfloat16,
+            **_dot_options(fields.dtype, precision),
             SHIFTS=config.shifts,
             NARROW=config.narrow,
             BAND=config.band,
@@ -590,7 +605,6 @@ def _backward(grad_sums, fields, padded, pairs, window, periodic, precision):
     (B, C, n0, n1, n2), the dtype of ``fields``."""
     _check(fields, pairs, window, precision)
     batch, n_channels, n0, n1, n2 = fields.shape
-    k0, k1, k2 = window
     config = _launch_config((n0, n1, n2), window, pairs)
     grad = torch.empty(fields.shape, dtype=fields.dtype, device=fields.device)
     n_row_blocks = triton.cdiv(n1, config.row_block)
@@ -607,22 +621,12 @@ def _backward(grad_sums, fields, padded, pairs, window, periodic, precision):
             term_partner_ptr=term_partner,
             grad_ptr=grad,
             n_terms=n_terms,
-            n_channels=n_channels,
-            channel_stride=padded[0, 0].numel(),
-            plane_stride=padded[0, 0, 0].numel(),
-            row_stride=padded.shape[-1],
             n_row_blocks=n_row_blocks,
             n_col_blocks=n_col_blocks,
-            n0=n0,
-            n1=n1,
-            n2=n2,
-            k0=k0,
-            k1=k1,
-            k2=k2,
+            **_geometry(padded, (n0, n1, n2), window),
             SPLIT=low is not None,
             PAD=config.pad,
-            PRECISION=_dot_precision(fields.dtype, precision),
-            UPCAST=INTERPRETED and fields.dtype == torch.bfloat16,
+            **_dot_options(fields.dtype, precision),
             ROW_BLOCK=config.row_block,
             NARROW=config.narrow,
             BAND=config.band,
