@@ -6,6 +6,7 @@ import pytest
 
 from model.data import gaussian_microstructure
 from spatialstats.compat import FlattenTransformer, PrimitiveTransformer, TwoPointCorrelation, two_point_stats
+from spatialstats.io import lazy_stack
 
 da = pytest.importorskip("dask.array", reason="dask is an optional dependency")
 
@@ -113,3 +114,19 @@ def test_local_cluster_pipeline_with_pca(client):
     np.testing.assert_allclose(
         np.abs(scores), np.abs(PCA(n_components=2, svd_solver="full").fit_transform(expected)), rtol=1e-8
     )
+
+
+def test_lazy_stack_of_image_files_on_the_cluster(client, tmp_path):
+    from PIL import Image
+
+    labels = microstructures(5)
+    for i, image in enumerate(labels):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"scan{i}.png")
+    x = lazy_stack([tmp_path / "*.png"])
+    assert x.shape == (5, 20, 22) and x.dtype == np.uint8 and x.chunks[0] == (1,) * 5
+    stats = TwoPointCorrelation(cutoff=4).transform(PrimitiveTransformer(n_state=2, max_=255).transform(x))
+    expected = TwoPointCorrelation(cutoff=4).transform(np.eye(2)[labels])
+    np.testing.assert_allclose(client.compute(stats).result(), expected, rtol=1e-12, atol=1e-14)
+    Image.fromarray(np.zeros((20, 21), np.uint8)).save(tmp_path / "scan9.png")
+    with pytest.raises(ValueError, match=r"scan9\.png: shape"):
+        lazy_stack([tmp_path]).compute(scheduler="threads")
