@@ -109,6 +109,7 @@ def _common_window(shapes, cutoff, periodic):
 def _batch_size(args, n_phases, n_pairs, shape, window):
     if args.batch_size is not None:
         return args.batch_size
+    # float64 fields and statistics, and about three times as much again for the FFT's spectra
     per_image = 8 * 4 * (n_phases * np.prod(shape) + n_pairs * np.prod(ops.window_shape(window)))
     return max(1, int(BATCH_BYTES // per_image))
 
@@ -149,12 +150,14 @@ def _compute(collection, args, window, mask, device):
     return stats, pairs, fractions
 
 
-def _radial_curves(stats, collection, args, window):
-    """radial_profile of every statistic with 1-pixel bins up to half the smallest image side (and the window)."""
-    r_max = min(min(min(shape) // 2 for shape in collection.shapes), *window)
+def _radial_r_max(shapes, window):
+    """Largest radius of the radial curves: half the smallest image side, within the window."""
+    r_max = min(min(min(shape) // 2 for shape in shapes), *window)
     if r_max < 1:
-        raise ValueError(f"a radial curve needs a window half-width >= 1 and images of >= 2 pixels, window {window}")
-    return radial_profile(stats, spatial_dims=len(window), bins=r_max, r_max=r_max, voxel_size=args.voxel_size)
+        raise ValueError(
+            f"--radial and --plot need a window half-width >= 1 and images of >= 2 pixels per axis, window {window}"
+        )
+    return r_max
 
 
 def _write_radial(path, curves, pair_names, files, unit):
@@ -203,7 +206,10 @@ def run_stats(args):
         bad = next(f for f, s in zip(files, collection.shapes) if len(s) not in (2, 3))
         raise ValueError(f"{bad}: expected a 2D image or a 3D volume, got shape {collection.shapes[files.index(bad)]}")
     window = _common_window(collection.shapes, args.cutoff, args.periodic)
+    r_max = _radial_r_max(collection.shapes, window) if args.radial or args.plot else None
     mask = _read_mask(args.mask, collection.shapes[0]) if args.mask else None
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here")
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -245,16 +251,14 @@ def run_stats(args):
         )
     print(f"wrote {args.out}: statistics {', '.join(names)} along axis {0 if suffix == '.npy' else 1}")
     unit = args.unit or ("pixels" if args.voxel_size == 1 else "units")
-    if args.radial or args.plot:
-        curves = _radial_curves(stats, collection, args, window)
     if args.radial:
+        curves = radial_profile(stats, spatial_dims=len(window), bins=r_max, r_max=r_max, voxel_size=args.voxel_size)
         _write_radial(args.radial, curves, names, files, unit)
         print(f"wrote {args.radial}: radial curves, {len(curves.distance)} bins of 1 pixel")
     if args.plot:
         from .plot import statistics_figure
 
         paths = _plot_paths(args.plot, files)
-        map_cutoff = args.cutoff
         with _progress(len(files), "plots") as bar:
             for index, path in enumerate(paths):
                 figure = statistics_figure(
@@ -265,7 +269,7 @@ def run_stats(args):
                     phase_names=collection.names,
                     voxel_size=args.voxel_size,
                     unit=unit,
-                    map_cutoff=map_cutoff,
+                    map_cutoff=args.cutoff,
                     title=files[index],
                 )
                 figure.savefig(path, dpi=100)

@@ -56,7 +56,10 @@ def as_tensor(a, name):
         raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a numeric array (bool, integer or float), got dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array)), kind
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # read-only memory (dask chunks, memory maps): torch.from_numpy would warn
+        array = array.copy()
+    return torch.from_numpy(array), kind
 
 
 def to_kind(t, kind):

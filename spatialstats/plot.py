@@ -62,7 +62,7 @@ def statistics_figure(
         pairs: the P phase pairs (i, j) of ``stats``.
         volume_fractions: phi of every phase (default: from ``labels``); marks phi at r = 0 and the
             asymptote phi_i phi_j of each curve.
-        phase_names: a name per phase for the titles (default "0", "1", ...).
+        phase_names: a name per phase for the titles (e.g. "value 255").
         voxel_size, unit: length of a pixel and its unit for the axes (default "pixels").
         map_cutoff: half-width (pixels) of the S2 maps, an int or one per axis; None chooses
             DECAY_LENGTHS_SHOWN decay lengths of each radial curve and says so in the panel title.
@@ -93,7 +93,6 @@ def statistics_figure(
     if volume_fractions is None:
         n_phases = max(int(labels.max()) + 1, 1 + max(max(pair) for pair in pairs))
         volume_fractions = np.bincount(labels.reshape(-1), minlength=n_phases) / labels.size
-    names = phase_names if phase_names is not None else [str(p) for p in range(len(volume_fractions))]
     unit = unit or ("pixels" if voxel_size == 1 else "units")
     curves = radial_profile(stats, spatial_dims=d, bins=r_max, r_max=r_max, voxel_size=voxel_size)
     section = labels[labels.shape[0] // 2] if d == 3 else labels
@@ -108,7 +107,8 @@ def statistics_figure(
         if i != j:
             picture[section == j] = (0.25, 0.55, 0.95)
         phase_ax.imshow(picture, interpolation="nearest")
-        phases = f"phase {names[i]}" if i == j else f"phases {names[i]} (orange), {names[j]} (blue)"
+        label = [f"{p} ({phase_names[p]})" if phase_names is not None else str(p) for p in (i, j)]
+        phases = f"phase {label[0]}" if i == j else f"phases {label[0]} in orange, {label[1]} in blue"
         where = f", slice {labels.shape[0] // 2} of axis 0" if d == 3 else ""
         phase_ax.set_title(f"{phases}{where}", fontsize=9)
         phase_ax.set_xticks([])

@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import spatialstats as ss
@@ -111,8 +112,10 @@ def test_collection_errors(folder, tmp_path, capsys):
         (["stats", str(path / "a.png"), "--out", "o.txt"], "expected a .npy (one image) or .npz"),
         (["stats", str(path / "*.tif"), "--out", "o.npz"], "no image files"),
         (["stats", str(path / "*.png"), "--plot", "p.png", "--out", str(path / "o.npz")], "need a folder"),
-        (["stats", str(path / "a.png"), "--cutoff", "0", "--radial", "r.csv", "--out", str(path / "o.npy")], "radial"),
+        (["stats", str(path / "a.png"), "--cutoff", "0", "--plot", "p.png", "--out", "o.npy"], "half-width >= 1"),
     ]
+    if not torch.cuda.is_available():
+        cases.append((["stats", str(path / "a.png"), "--device", "cuda", "--out", "o.npy"], "no CUDA device"))
     for argv, words in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

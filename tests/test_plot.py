@@ -68,7 +68,7 @@ def test_volume_figure_shows_a_slice_and_the_plane():
     volume = gaussian_microstructure((10, 12, 14), correlation_length=1.5, seed=2)
     stats = ss.two_point_all(volume, spatial_dims=3, cutoff=3).stats
     figure = statistics_figure(volume, stats, [(0, 0), (1, 1)], phase_names=["pore", "solid"])
-    assert figure.axes[0].get_title() == "phase pore, slice 5 of axis 0"
+    assert figure.axes[0].get_title() == "phase 0 (pore), slice 5 of axis 0"
     assert "plane r_0 = 0" in figure.axes[1].get_title()
     assert figure.axes[1].get_images()[0].get_array().shape == (7, 7)
 
