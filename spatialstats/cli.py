@@ -285,8 +285,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     stats = commands.add_parser(
         "stats",
-        help="two-point statistics of a phase-map image or volume",
-        description="Two-point statistics of every phase of a phase map, written as .npy (and .png).",
+        help="two-point statistics of phase-map images or volumes (files, folders, glob patterns)",
+        description="Two-point statistics of every phase of one or many phase maps, written as .npy or .npz "
+        "(with radial curves as CSV and pictures as PNG).",
         epilog=STATS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
