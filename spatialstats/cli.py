@@ -174,8 +174,10 @@ def _write_radial(path, curves, pair_names, files, unit):
 
 
 def _plot_paths(target, files):
-    """One PNG path per image: ``target`` itself for one image, else a file per image stem in the folder ``target``."""
-    if len(files) == 1:
+    """One PNG path per image: the file ``target`` for one image, else (or when ``target`` is a folder)
+    a PNG per image stem in the folder ``target``."""
+    folder = os.path.isdir(target) or target.endswith(("/", os.sep))
+    if len(files) == 1 and not folder:
         return [target]
     if target.lower().endswith(".png"):
         raise ValueError(f"--plot {target}: several images need a folder for their pictures, not one .png")
@@ -274,7 +276,7 @@ def run_stats(args):
                 )
                 figure.savefig(path, dpi=100)
                 bar.update()
-        print(f"wrote {args.plot}" + ("" if single else f": {len(paths)} pictures"))
+        print(f"wrote {args.plot}" if paths == [args.plot] else f"wrote {len(paths)} pictures into {args.plot}")
     return 0
 
 

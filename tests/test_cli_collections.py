@@ -98,7 +98,9 @@ def test_plots_one_png_or_a_folder(folder, capsys):
     argv = ["stats", str(path / "a.png"), str(path / "c.png"), "--phases", "2", "--cutoff", "5", "--out"]
     assert main([*argv, str(path / "ac.npz"), "--plot", str(figures)]) == 0
     assert sorted(p.name for p in figures.iterdir()) == ["a.png", "c.png"]
-    assert f"wrote {figures}: 2 pictures" in capsys.readouterr().out
+    assert f"wrote 2 pictures into {figures}" in capsys.readouterr().out
+    argv = ["stats", str(path / "b.png"), "--phases", "1", "--out", str(path / "b.npy"), "--plot", f"{figures}/"]
+    assert main(argv) == 0 and (figures / "b.png").is_file()
 
 
 def test_collection_errors(folder, tmp_path, capsys):
