@@ -52,7 +52,7 @@ def image_labels(array, name="image"):
             f"{MAX_IMAGE_PHASES}): threshold or segment the image first"
         )
     shape = array.shape[:-1] if colour else array.shape
-    return inverse.reshape(shape).astype(np.int64), [tuple(v) if colour else v[0].item() for v in values]
+    return inverse.reshape(shape).astype(np.int64), [tuple(v.tolist()) if colour else v[0].item() for v in values]
 
 
 def label_array(array, name="image"):

@@ -42,7 +42,7 @@ def test_png_grey_values_become_phases(tmp_path, labels, capsys):
     assert "phase 2 (value 255)" in capsys.readouterr().out
 
 
-def test_colour_png_and_mask(tmp_path, labels):
+def test_colour_png_and_mask(tmp_path, labels, capsys):
     colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)[labels]
     Image.fromarray(colours).save(tmp_path / "img.png")
     mask = np.random.default_rng(1).random(labels.shape) > 0.3
@@ -65,6 +65,7 @@ def test_colour_png_and_mask(tmp_path, labels):
     )
     # sorted colours: (0,0,255) is phase 0 = label 2, (0,255,0) phase 1 = label 1, (255,0,0) phase 2 = label 0
     np.testing.assert_allclose(np.load(out)[0], ss.two_point(labels == 2, cutoff=2, mask=mask))
+    assert "phase 0 (value (0, 0, 255))" in capsys.readouterr().out
 
 
 def test_multipage_tiff_is_a_volume(tmp_path):
