@@ -182,3 +182,23 @@ def lazy_stack(sources):
     read = dask.delayed(_read_like, pure=True)
     chunks = [da.from_delayed(read(f, first.shape, first.dtype), first.shape, dtype=first.dtype) for f in files]
     return da.stack(chunks)
+
+
+def write_label_image(path, labels, values):
+    """Save a label image as a picture: phase p drawn with ``values[p]`` (a grey value or an RGB colour).
+
+    ``labels``: (H, W) -> PNG (or single-page TIFF); (D, H, W) -> multi-page TIFF, one page per index of axis 0.
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("writing .png/.tif files needs Pillow: pip install 'spatialstats[plot]'") from None
+    labels = np.asarray(labels)
+    palette = np.asarray(values, dtype=np.uint8)
+    pages = [Image.fromarray(palette[page]) for page in (labels[None] if labels.ndim == 2 else labels)]
+    if len(pages) == 1 and str(path).lower().endswith(".png"):
+        pages[0].save(path)
+        return
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        raise ValueError(f"{path}: a {labels.ndim}D label array is written as .tif (or .png for 2D)")
+    pages[0].save(path, save_all=True, append_images=pages[1:])
