@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import torch
 
-from . import ops
+from . import _backend, ops
 from .io import PhaseCollection, find_images, image_labels, label_array, read_array, write_label_image
 from .plot import pair_name
 from .radial import radial_profile
@@ -26,10 +26,12 @@ normalised by its number of pairs). The output has 2K + 1 entries per axis; inde
 
 STATS_EPILOG = """\
 inputs (files, folders and glob patterns; folders and patterns give their image files, sorted):
-  .npy        a 2D label image or 3D label volume of integers 0..n-1 (the value is the phase)
+  .npy        a 2D label image or 3D label volume of integers 0..n-1 (the value is the phase),
+              every phase present (in one of the files)
   .png/.tif   a 2D phase map (a multi-page TIFF is a 3D volume); the distinct grey values or
-              colours of all the images, sorted, become phases 0..n-1 (the mapping is printed)
-outputs:
+              colours of all the images, sorted, become phases 0..n-1 (the mapping is printed);
+              an alpha channel must be opaque (give invalid regions with --mask)
+outputs (.npy or .npz is appended to OUT when it has neither):
   OUT.npy     one image: float64 array (P, *window), the auto-correlation of each chosen phase,
               then with --cross the cross-correlations (i, j), i < j; the order is printed
   OUT.npz     any number of images: stats (N, P, *window), pairs (P, 2), pair_names (P,),
@@ -82,8 +84,8 @@ def _positive_int(text):
 
 def _read_mask(path, shape):
     array = read_array(path)
-    if array.ndim == len(shape) + 1 and array.shape[-1] in (3, 4):
-        array = array[..., :3].max(axis=-1)
+    if array.ndim == len(shape) + 1 and array.shape[-1] == 3:
+        array = array.max(axis=-1)
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{path}: mask shape {tuple(array.shape)} differs from the image shape {tuple(shape)}")
     if not array.any():
@@ -102,9 +104,8 @@ def _common_window(shapes, cutoff, periodic):
     """The window of every image: ``cutoff`` as given, else the largest of distinct displacements in all of them."""
     if len({len(shape) for shape in shapes}) > 1:
         raise ValueError("the images mix 2D images and 3D volumes; compute their statistics separately")
-    if cutoff is not None:
-        return ops.resolve_window(cutoff, shapes[0], periodic)
-    return tuple(min(ops.resolve_window(None, shape, periodic)[a] for shape in shapes) for a in range(len(shapes[0])))
+    smallest = tuple(min(sizes) for sizes in zip(*shapes))
+    return ops.resolve_window(cutoff, smallest, periodic)
 
 
 def _batch_size(args, n_phases, n_pairs, shape, window):
@@ -198,9 +199,10 @@ def _plot_paths(target, files):
 def run_stats(args):
     files = find_images(args.images)
     single = len(files) == 1
-    suffix = os.path.splitext(args.out)[1].lower()
-    if suffix not in (".npy", ".npz"):
-        raise ValueError(f"--out {args.out}: expected a .npy (one image) or .npz file name")
+    out = args.out
+    if not out.lower().endswith((".npy", ".npz")):
+        out += ".npy" if single else ".npz"  # as numpy's save and savez do
+    suffix = out[-4:].lower()
     if suffix == ".npy" and not single:
         raise ValueError(f"--out {args.out}: {len(files)} images need an .npz output (e.g. --out stats.npz)")
     with _progress(len(files), "reading") as bar:
@@ -238,10 +240,10 @@ def run_stats(args):
                 f"max {column.max():.6f}"
             )
     if suffix == ".npy":
-        np.save(args.out, stats[0])
+        np.save(out, stats[0])
     else:
         np.savez(
-            args.out,
+            out,
             stats=stats,
             pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
             pair_names=np.array(names),
@@ -252,7 +254,7 @@ def run_stats(args):
             window=np.array(window, dtype=np.int64),
             periodic=np.array(args.periodic),
         )
-    print(f"wrote {args.out}: statistics {', '.join(names)} along axis {0 if suffix == '.npy' else 1}")
+    print(f"wrote {out}: statistics {', '.join(names)} along axis {0 if suffix == '.npy' else 1}")
     unit = args.unit or ("pixels" if args.voxel_size == 1 else "units")
     if args.radial:
         curves = radial_profile(stats, spatial_dims=len(window), bins=r_max, r_max=r_max, voxel_size=args.voxel_size)
@@ -392,7 +394,7 @@ def build_parser():
     stats.add_argument("--mask", help="file of the images' shape, non-zero where the images are valid")
     stats.add_argument("--phases", type=int, nargs="+", help="only these phases (default: all)")
     stats.add_argument("--cross", action="store_true", help="also the cross-correlations of every pair of phases")
-    stats.add_argument("--backend", default="auto", choices=("auto",) + ops.BACKENDS, help="computation backend")
+    stats.add_argument("--backend", default="auto", choices=("auto", *_backend.BACKENDS), help="computation backend")
     stats.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to compute (default: cuda if present)"
     )
@@ -423,7 +425,7 @@ def build_parser():
     recon.add_argument("--tolerance", type=float, default=0.0, help="stop a sample at this RMS error (default 0)")
     recon.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
     recon.add_argument("--device", help="torch device to compute on (default: cpu)")
-    recon.add_argument("--backend", default="auto", choices=("auto",) + ops.BACKENDS, help="computation backend")
+    recon.add_argument("--backend", default="auto", choices=("auto", *_backend.BACKENDS), help="computation backend")
     recon.set_defaults(handler=run_reconstruct)
     try:
         from model.cli import add_commands
@@ -442,7 +444,7 @@ def main(argv=None):
         return 0
     try:
         return args.handler(args)
-    except (ValueError, TypeError, ImportError, OSError, ops.BackendUnavailableError) as error:
+    except (ValueError, TypeError, ImportError, OSError, _backend.BackendUnavailableError) as error:
         print(f"spatialstats {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from . import ops
+from ._backend import check_backend, dispatch
+from ._common import statistics_dtype
 
 try:
     from sklearn.base import BaseEstimator, TransformerMixin
@@ -41,11 +43,11 @@ def _is_dask(a):
     return type(a).__module__.split(".")[0] == "dask"
 
 
-def _pymks_window(spatial, cutoff, periodic):
+def _pymks_window(spatial, cutoff):
     """PyMKS's window: min(cutoff, (min(spatial) - 1) // 2) on every axis, (min(spatial) - 1) // 2 for None."""
     largest = (min(spatial) - 1) // 2
-    requested = ops.resolve_window(largest if cutoff is None else cutoff, spatial, periodic)
-    return tuple(min(k, largest) for k in requested)
+    requested = ops.check_cutoff(largest if cutoff is None else cutoff, len(spatial))
+    return tuple(min(k, largest) for k in requested)  # PyMKS clips the cutoff
 
 
 def _samples(a, name, state_axis=False):
@@ -84,8 +86,9 @@ def _dask_two_point_stats(arr1, arr2, periodic_boundary, cutoff, mask, backend):
     if tuple(arr2.shape) != tuple(arr1.shape):
         raise ValueError(f"arr2 has shape {tuple(arr2.shape)} but arr1 has shape {tuple(arr1.shape)}; they must match")
     periodic = ops.check_flag(periodic_boundary, "periodic_boundary")
+    check_backend(backend)
     spatial = tuple(arr1.shape[1:])
-    window = _pymks_window(spatial, cutoff, periodic)
+    window = _pymks_window(spatial, cutoff)
     others = [] if arr2 is arr1 else [arr2]
     if mask is not None:
         mask = da.asarray(mask)
@@ -132,22 +135,31 @@ def two_point_stats(arr1, arr2, periodic_boundary=True, cutoff=None, mask=None, 
     if _is_dask(arr1) or _is_dask(arr2):
         arr1, arr2 = (np.asarray(a) if _is_dask(a) else a for a in (arr1, arr2))
         mask = np.asarray(mask) if _is_dask(mask) else mask
-    a, kind = ops.as_tensor(arr1, "arr1")
-    b, b_kind = ops.as_tensor(arr2, "arr2")
+    a, kind, a_valid = ops.as_tensor(arr1, "arr1")
+    b, b_kind, b_valid = ops.as_tensor(arr2, "arr2")
     d = _samples(a, "arr1")
     periodic = ops.check_flag(periodic_boundary, "periodic_boundary")
-    ops.check_field(a, "arr1", d, indicator_ints=False)
-    ops.check_field(b, "arr2", d, indicator_ints=False)
+    check_backend(backend)
+    for t, name in ((a, "arr1"), (b, "arr2")):
+        ops.check_shape(t, name, d)
+        ops.check_values(t, name, indicator_ints=False)
     ops.check_partner(b, b_kind, "arr2", a, kind, "arr1")
     spatial = tuple(a.shape[1:])
-    window = _pymks_window(spatial, cutoff, periodic)
-    flat_mask, _ = ops.prepare_mask(mask, kind, a.shape[:1], spatial, a.device, weights=True)
+    window = _pymks_window(spatial, cutoff)
+    valid = a_valid if b_valid is None else (b_valid if a_valid is None else a_valid & b_valid)
+    flat_mask, _ = ops.prepare_mask(mask, kind, a.shape[:1], spatial, a.device, weights=True, valid=valid)
     if arr1 is arr2:
         fields, pairs = a.unsqueeze(1), ((0, 0),)
     else:
         fields, pairs = torch.stack([a, b], dim=1), ((0, 1),)
-    fields = ops.working_fields(fields, kind)
-    stats = ops.compute(fields, pairs, flat_mask, window, periodic, backend)
+    stats = dispatch(
+        ops.working_fields(fields, kind),
+        pairs=pairs,
+        half_widths=window,
+        periodic=periodic,
+        mask=flat_mask,
+        backend=backend,
+    )
     return ops.to_kind(stats.squeeze(1), kind)
 
 
@@ -210,10 +222,11 @@ class PrimitiveTransformer(_StatelessTransformer):
                 meta=meta_from_array(X, ndim=X.ndim + 1, dtype=np.float64),
             )
             return result.rechunk({X.ndim: self.chunks or len(states)})
-        x, kind = ops.as_tensor(X, "X")
-        ops.check_field(x, "X", 0, indicator_ints=False)
+        x, kind = ops.as_unmasked_tensor(X, "X")
+        ops.check_shape(x, "X", 0)
+        ops.check_values(x, "X", indicator_ints=False)
         x = ops.working_fields(x, kind)
-        x = x.to(ops.result_dtype(x))
+        x = x.to(statistics_dtype(x.dtype))
         states_t = torch.from_numpy(states).to(x)
         hat = 1 - (x.clamp(self.min_, self.max_)[..., None] - states_t).abs() / (states_t[1] - states_t[0])
         return ops.to_kind(hat.clamp_min(0), kind)
@@ -240,7 +253,8 @@ class TwoPointCorrelation(_StatelessTransformer):
 
     def _window(self, spatial):
         periodic = ops.check_flag(self.periodic_boundary, "periodic_boundary")
-        return _pymks_window(spatial, self.cutoff, periodic), periodic
+        check_backend(self.backend)
+        return _pymks_window(spatial, self.cutoff), periodic
 
     def transform(self, X):
         """Statistics of ``X`` (n_samples, *spatial, n_state): numpy, dask, torch or cupy, the same type out."""
@@ -248,12 +262,13 @@ class TwoPointCorrelation(_StatelessTransformer):
             window, _ = self._window(tuple(X.shape[1 : 1 + _samples(X, "X", state_axis=True)]))
             out_tail = ops.window_shape(window) + (len(self._pairs(X.shape[-1])),)
             return _over_sample_chunks(self.transform, X, [], out_tail)
-        x, kind = ops.as_tensor(X, "X")
-        ops.check_field(x, "X", _samples(x, "X", state_axis=True) + 1, indicator_ints=False)
+        x, kind = ops.as_unmasked_tensor(X, "X")
+        ops.check_shape(x, "X", _samples(x, "X", state_axis=True) + 1)
+        ops.check_values(x, "X", indicator_ints=False)
         pairs = self._pairs(x.shape[-1])
         window, periodic = self._window(tuple(x.shape[1:-1]))
         fields = ops.working_fields(x.movedim(-1, 1), kind)
-        stats = ops.compute(fields, pairs, None, window, periodic, self.backend)
+        stats = dispatch(fields, pairs=pairs, half_widths=window, periodic=periodic, backend=self.backend)
         return ops.to_kind(stats.movedim(1, -1), kind)
 
 

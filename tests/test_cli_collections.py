@@ -111,7 +111,6 @@ def test_collection_errors(folder, tmp_path, capsys):
         (["stats", str(path / "b.png"), str(path / "x.npy"), "--out", "o.npz"], "mix grey and labels"),
         (["stats", str(path / "x.npy"), str(tmp_path / "v.npy"), "--out", "o.npz"], "mix 2D images and 3D volumes"),
         (["stats", str(path / "*.png"), "--out", "o.npy"], "3 images need an .npz output"),
-        (["stats", str(path / "a.png"), "--out", "o.txt"], "expected a .npy (one image) or .npz"),
         (["stats", str(path / "*.tif"), "--out", "o.npz"], "no image files"),
         (["stats", str(path / "*.png"), "--plot", "p.png", "--out", str(path / "o.npz")], "need a folder"),
         (["stats", str(path / "a.png"), "--cutoff", "0", "--plot", "p.png", "--out", "o.npy"], "half-width >= 1"),
@@ -128,3 +127,17 @@ def test_collection_errors(folder, tmp_path, capsys):
     for option in (["--batch-size", "0"], ["--voxel-size", "-1"], ["--voxel-size", "inf"]):
         with pytest.raises(SystemExit):
             main(["stats", str(path / "a.png"), "--out", "o.npy", *option])
+
+
+def test_npy_collections_need_every_label_in_some_file(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.array([[0, 1], [1, 0]]))
+    np.save(tmp_path / "b.npy", np.array([[0, 3], [3, 3]]))
+    assert main(["stats", str(tmp_path / "*.npy"), "--cutoff", "1", "--out", str(tmp_path / "s")]) == 2
+    assert "the union of the .npy files holds the labels {0, 1, 3}" in capsys.readouterr().err
+    np.save(tmp_path / "c.npy", np.array([[2, 2], [0, 2]]))  # now 0..3 are all present somewhere
+    assert main(["stats", str(tmp_path / "*.npy"), "--cutoff", "1", "--out", str(tmp_path / "s")]) == 0
+    assert f"wrote {tmp_path / 's.npz'}" in capsys.readouterr().out  # .npz appended, as numpy.savez does
+    data = np.load(tmp_path / "s.npz")
+    assert list(data["phases"]) == ["0", "1", "2", "3"] and data["stats"].shape == (3, 4, 3, 3)
+    np.testing.assert_allclose(data["volume_fractions"][1], [0.25, 0, 0, 0.75])
+    np.testing.assert_allclose(data["stats"][1, 3], ss.two_point(np.load(tmp_path / "b.npy") == 3, cutoff=1))
