@@ -6,9 +6,10 @@ Cases: the shapes of the CPU benchmarks (``test_bench_native.py``: 256^2, cutoff
 in ``test_bench_overhead.py``; 64^3 as in ``test_bench_fft.py``), small 3D volumes (4^3 to 16^3)
 and 1D signals, periodic and open, statistics forward and forward + backward. Each backend runs
 through ``spatialstats.two_point`` (the same per-call work); the first auto call of a case, which
-measures, is not timed. The rounds interleave the backends (one call of each in turn) and each
-backend's time is its fastest round, the one least disturbed by other jobs; ``ratio`` is auto's
-time over the faster of fft and native. The summary line gives the largest ratio (goal: <= 1.15).
+measures, is not timed. Times are the process's CPU time (robust to other jobs on a shared
+machine; one thread); the rounds interleave the backends (one call of each in turn) and each
+backend's time is its fastest round; ``ratio`` is auto's time over the faster of fft and native.
+The summary line gives the largest ratio (goal: <= 1.15).
 """
 
 import argparse
@@ -58,9 +59,9 @@ def fastest(x, cutoff, periodic, grad, rounds):
     best = dict.fromkeys(BACKENDS, float("inf"))
     for _ in range(rounds):
         for backend in BACKENDS:
-            start = time.perf_counter()
+            start = time.process_time()
             call(x, backend, cutoff, periodic, grad)
-            best[backend] = min(best[backend], time.perf_counter() - start)
+            best[backend] = min(best[backend], time.process_time() - start)
     return best
 
 
