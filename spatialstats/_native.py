@@ -13,6 +13,8 @@ and csrc/cuda (shared-memory tiles with a halo). An auto-correlation computes ha
     two_point(fields (B, C, *spatial), mask, counts, pairs, window, periodic) -> (B, P, *window)
     two_point_backward(grad, fields, mask, counts, pairs, window, periodic) -> (B, C, *spatial)
 
+(the ops' schemas name the half-widths ``window``; the Python code calls them ``half_widths``)
+
 ``pairs`` is flat (i0, j0, i1, j1, ...); ``counts`` None means "from the mask" (analytic without
 one). Gradients of any order reach the fields through ``register_autograd``; ``register_fake``
 gives the shapes to torch.compile. Dtypes: fp16, bf16, fp32 fields give fp32 statistics
@@ -71,23 +73,23 @@ def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, n
 
 
 def _setup_context(ctx, inputs, output):
-    fields, mask, counts, pairs, window, periodic = inputs
+    fields, mask, counts, pairs, half_widths, periodic = inputs
     ctx.save_for_backward(fields, mask, counts)
-    ctx.pairs, ctx.window, ctx.periodic = pairs, window, periodic
+    ctx.pairs, ctx.half_widths, ctx.periodic = pairs, half_widths, periodic
 
 
 def _backward(ctx, grad):
     fields, mask, counts = ctx.saved_tensors
     grad_fields = None
     if ctx.needs_input_grad[0]:
-        grad_fields = _two_point_backward(grad, fields, mask, counts, ctx.pairs, ctx.window, ctx.periodic)
+        grad_fields = _two_point_backward(grad, fields, mask, counts, ctx.pairs, ctx.half_widths, ctx.periodic)
     return grad_fields, None, None, None, None, None
 
 
 def _backward_setup_context(ctx, inputs, output):
-    grad, fields, mask, counts, pairs, window, periodic = inputs
+    grad, fields, mask, counts, pairs, half_widths, periodic = inputs
     ctx.save_for_backward(grad, fields, mask, counts)
-    ctx.pairs, ctx.window, ctx.periodic = pairs, window, periodic
+    ctx.pairs, ctx.half_widths, ctx.periodic = pairs, half_widths, periodic
 
 
 def _double_backward(ctx, upstream):
@@ -100,10 +102,10 @@ def _double_backward(ctx, upstream):
         both = torch.cat([fields, upstream.to(fields.dtype)], dim=1)
         firsts, seconds = ctx.pairs[0::2], ctx.pairs[1::2]
         crossed = [c for i, j in zip(firsts, seconds) for c in (channels + i, j, i, channels + j)]
-        stats = _two_point(both, mask, counts, crossed, ctx.window, ctx.periodic)
+        stats = _two_point(both, mask, counts, crossed, ctx.half_widths, ctx.periodic)
         wrt_grad = stats[:, 0::2] + stats[:, 1::2]
     if ctx.needs_input_grad[1]:
-        wrt_fields = _two_point_backward(grad, upstream, mask, counts, ctx.pairs, ctx.window, ctx.periodic)
+        wrt_fields = _two_point_backward(grad, upstream, mask, counts, ctx.pairs, ctx.half_widths, ctx.periodic)
     return wrt_grad, wrt_fields, None, None, None, None, None
 
 
@@ -122,8 +124,8 @@ class _TwoPoint(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(fields, mask, counts, pairs, window, periodic):
-        return _below_autograd(torch.ops.spatialstats.two_point, fields, mask, counts, pairs, window, periodic)
+    def forward(fields, mask, counts, pairs, half_widths, periodic):
+        return _below_autograd(torch.ops.spatialstats.two_point, fields, mask, counts, pairs, half_widths, periodic)
 
     setup_context = staticmethod(_setup_context)
     backward = staticmethod(_backward)
@@ -135,9 +137,9 @@ class _TwoPointBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad, fields, mask, counts, pairs, window, periodic):
+    def forward(grad, fields, mask, counts, pairs, half_widths, periodic):
         operator = torch.ops.spatialstats.two_point_backward
-        return _below_autograd(operator, grad, fields, mask, counts, pairs, window, periodic)
+        return _below_autograd(operator, grad, fields, mask, counts, pairs, half_widths, periodic)
 
     setup_context = staticmethod(_backward_setup_context)
     backward = staticmethod(_double_backward)
@@ -166,15 +168,15 @@ def _each(op, size, in_dims, *arguments):
     return torch.stack(results), 0
 
 
-def _pair_counts_vmap(info, in_dims, mask, window, periodic):
-    counts = torch.ops.spatialstats.pair_counts(_fold(mask, in_dims[0], info.batch_size), window, periodic)
+def _pair_counts_vmap(info, in_dims, mask, half_widths, periodic):
+    counts = torch.ops.spatialstats.pair_counts(_fold(mask, in_dims[0], info.batch_size), half_widths, periodic)
     return _unfold(counts, info.batch_size)
 
 
-def _two_point_vmap(info, in_dims, fields, mask, counts, pairs, window, periodic):
+def _two_point_vmap(info, in_dims, fields, mask, counts, pairs, half_widths, periodic):
     if in_dims[1] is not None or in_dims[2] is not None:
         return _each(
-            lambda f, m, c: torch.ops.spatialstats.two_point(f, m, c, pairs, window, periodic),
+            lambda f, m, c: torch.ops.spatialstats.two_point(f, m, c, pairs, half_widths, periodic),
             info.batch_size,
             in_dims[:3],
             fields,
@@ -182,13 +184,14 @@ def _two_point_vmap(info, in_dims, fields, mask, counts, pairs, window, periodic
             counts,
         )
     folded = _fold(fields, in_dims[0], info.batch_size)
-    return _unfold(torch.ops.spatialstats.two_point(folded, mask, counts, pairs, window, periodic), info.batch_size)
+    stats = torch.ops.spatialstats.two_point(folded, mask, counts, pairs, half_widths, periodic)
+    return _unfold(stats, info.batch_size)
 
 
-def _two_point_backward_vmap(info, in_dims, grad, fields, mask, counts, pairs, window, periodic):
+def _two_point_backward_vmap(info, in_dims, grad, fields, mask, counts, pairs, half_widths, periodic):
     if in_dims[2] is not None or in_dims[3] is not None:
         return _each(
-            lambda g, f, m, c: torch.ops.spatialstats.two_point_backward(g, f, m, c, pairs, window, periodic),
+            lambda g, f, m, c: torch.ops.spatialstats.two_point_backward(g, f, m, c, pairs, half_widths, periodic),
             info.batch_size,
             in_dims[:4],
             grad,
@@ -198,7 +201,7 @@ def _two_point_backward_vmap(info, in_dims, grad, fields, mask, counts, pairs, w
         )
     size = info.batch_size
     result = torch.ops.spatialstats.two_point_backward(
-        _fold(grad, in_dims[0], size), _fold(fields, in_dims[1], size), mask, counts, pairs, window, periodic
+        _fold(grad, in_dims[0], size), _fold(fields, in_dims[1], size), mask, counts, pairs, half_widths, periodic
     )
     return _unfold(result, size)
 
@@ -206,16 +209,16 @@ def _two_point_backward_vmap(info, in_dims, grad, fields, mask, counts, pairs, w
 if _C is not None:
 
     @torch.library.register_fake("spatialstats::pair_counts")
-    def _(mask, window, periodic):
-        return mask.new_empty((mask.shape[0], *(2 * k + 1 for k in window)), dtype=torch.float64)
+    def _(mask, half_widths, periodic):
+        return mask.new_empty((mask.shape[0], *(2 * k + 1 for k in half_widths)), dtype=torch.float64)
 
     @torch.library.register_fake("spatialstats::two_point")
-    def _(fields, mask, counts, pairs, window, periodic):
-        shape = (fields.shape[0], len(pairs) // 2, *(2 * k + 1 for k in window))
+    def _(fields, mask, counts, pairs, half_widths, periodic):
+        shape = (fields.shape[0], len(pairs) // 2, *(2 * k + 1 for k in half_widths))
         return fields.new_empty(shape, dtype=statistics_dtype(fields.dtype))
 
     @torch.library.register_fake("spatialstats::two_point_backward")
-    def _(grad, fields, mask, counts, pairs, window, periodic):
+    def _(grad, fields, mask, counts, pairs, half_widths, periodic):
         return fields.new_empty(fields.shape)
 
     torch.library.register_autograd("spatialstats::two_point", _backward, setup_context=_setup_context)
