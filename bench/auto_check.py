@@ -1,14 +1,14 @@
 """``backend="auto"`` against the faster of fft and native on the CPU benchmark shapes.
 
-    python bench/auto_check.py OUT.csv [--threads 1] [--rounds 15] [--quick]
+    python bench/auto_check.py OUT.csv [--threads 1] [--rounds 15] [--round-ms 5] [--quick]
 
 Cases: the shapes of the CPU benchmarks (``test_bench_native.py``: 256^2, cutoffs 1 to 8; 64^2 as
 in ``test_bench_overhead.py``; 64^3 as in ``test_bench_fft.py``), small 3D volumes (4^3 to 16^3)
 and 1D signals, periodic and open, statistics forward and forward + backward. Each backend runs
 through ``spatialstats.two_point`` (the same per-call work); the first auto call of a case, which
 measures, is not timed. Times are the process's CPU time (robust to other jobs on a shared
-machine; one thread); the rounds interleave the backends (one call of each in turn) and each
-backend's time is its fastest round; ``ratio`` is auto's time over the faster of fft and native.
+machine; one thread); the rounds interleave the backends (``--round-ms`` of calls of each in turn)
+and each backend's time is its fastest round; ``ratio`` is auto's time over the faster of fft and native.
 The summary line gives the largest ratio (goal: <= 1.15).
 """
 
@@ -52,16 +52,22 @@ def call(x, backend, cutoff, periodic, grad):
         stats.sum().backward()
 
 
-def fastest(x, cutoff, periodic, grad, rounds):
-    """{backend: seconds of its fastest round}, the backends interleaved round by round."""
+def fastest(x, cutoff, periodic, grad, rounds, round_s):
+    """{backend: seconds per call in its fastest round}, the backends interleaved round by round; a
+    round repeats the call for about ``round_s`` seconds."""
+    repeats = {}
     for backend in BACKENDS:  # warm-up; auto measures here
         call(x, backend, cutoff, periodic, grad)
+        start = time.process_time()
+        call(x, backend, cutoff, periodic, grad)
+        repeats[backend] = max(1, int(round_s / max(time.process_time() - start, 1e-6)))
     best = dict.fromkeys(BACKENDS, float("inf"))
     for _ in range(rounds):
         for backend in BACKENDS:
             start = time.process_time()
-            call(x, backend, cutoff, periodic, grad)
-            best[backend] = min(best[backend], time.process_time() - start)
+            for _ in range(repeats[backend]):
+                call(x, backend, cutoff, periodic, grad)
+            best[backend] = min(best[backend], (time.process_time() - start) / repeats[backend])
     return best
 
 
@@ -70,6 +76,7 @@ def main():
     parser.add_argument("out", help="CSV file to write")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--round-ms", type=float, default=5.0, help="CPU time of one backend's calls in a round")
     parser.add_argument("--quick", action="store_true", help="three small cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,7 +88,7 @@ def main():
         for spatial, batch, cutoff, periodic in cases(args.quick):
             x = (torch.rand(batch, *spatial, generator=torch.Generator().manual_seed(0)) > 0.5).float()
             for grad in (False, True):
-                best = fastest(x, cutoff, periodic, grad, args.rounds)
+                best = fastest(x, cutoff, periodic, grad, args.rounds, args.round_ms / 1e3)
                 ratio = best["auto"] / min(best["fft"], best["native"])
                 worst = max(worst, ratio)
                 key = _backend.call_key(

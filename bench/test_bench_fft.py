@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import spatialstats as ss
-from spatialstats._fft import fast_fft_size
+from spatialstats._common import fast_fft_size
 
 CASES = {
     "256x256-periodic-full": ((256, 256), None, True),
