@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import gaussian_microstructure
 from spatialstats.compat import two_point_stats
+from spatialstats.generators import gaussian_microstructure
 
 
 def pymks_algorithm(arr1, arr2, periodic, cutoff, mask):
