@@ -100,6 +100,7 @@ def per_image_metrics(labels, probabilities, *, line_metrics=True, min_line_pixe
         "statistics_mse": (original_stats - soft_stats).square().flatten(1).mean(1),
         "statistics_mse_probabilities": (original_stats - reconstruction_stats).square().flatten(1).mean(1),
         "data_mse": pixel_error(probabilities, target) / labels[0].numel(),
+        "line_pixels_reconstruction": reconstruction_lines.flatten(1).sum(1),
         "volume_fraction_difference": (original_count - reconstruction_lines.flatten(1).sum(1)).abs()
         / original_count.clamp_min(1)
         * 100,
@@ -120,11 +121,11 @@ def summarize(metrics):
     for name in ("statistics_mse", "statistics_mse_probabilities", "data_mse", "volume_fraction_difference"):
         summary[f"{name}_median"] = float(np.median(metrics[name]))
         summary[f"{name}_mean"] = float(np.mean(metrics[name]))
-    for name in ("orientation", "lines"):
-        if f"{name}_original" in metrics:
-            summary[f"{name}_preserved"] = float(
-                np.mean(metrics[f"{name}_original"] == metrics[f"{name}_reconstruction"])
-            )
+    summary["blank_reconstructions"] = float(np.mean(metrics["line_pixels_reconstruction"] == 0))
+    for name, other in (("orientation", "reconstruction"), ("lines", "reconstruction"), ("lines", "nearest")):
+        if f"{name}_{other}" in metrics:
+            key = f"{name}_preserved" if other == "reconstruction" else f"{name}_{other}_preserved"
+            summary[key] = float(np.mean(metrics[f"{name}_original"] == metrics[f"{name}_{other}"]))
     if "lines_original" in metrics:
         summary["lines_reconstruction_mean"] = float(np.mean(metrics["lines_reconstruction"]))
         summary["lines_original_mean"] = float(np.mean(metrics["lines_original"]))

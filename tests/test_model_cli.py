@@ -40,7 +40,7 @@ def test_a_command_that_fails_to_import_names_the_missing_package(tmp_path, caps
     cli.add_command(parser._subparsers._group_actions[0], entry_point)
     assert "unavailable" in parser.format_help()
     args, _ = parser.parse_known_args(["fancy", "--any", "options"])
-    with pytest.raises(ImportError, match="'fancy' cannot run: .*'package_that_is_not_there', which is not installed"):
+    with pytest.raises(ImportError, match=r"'fancy' cannot run: .*'package_that_is_not_there', which is not installed"):
         args.handler(args)
 
 
