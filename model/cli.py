@@ -36,11 +36,14 @@ examples:
 """
 
 EVALUATE_EPILOG = """\
-writes OUT/report.md with the metrics of the model (and of --baseline) beside the paper's, and
-OUT/reconstructions.png, mse_histograms.png, training_curves.png and latent_traversal_*.png.
+writes OUT/report.md: the metrics of the model (and of --baseline) beside the paper's, a verdict on the
+paper's finding with bootstrap intervals (with --baseline), the line counts of the reconstructions and of
+the nearest training images, the nearest training images themselves, the overfitting check and the
+volume-fraction differences, with their PNGs. The searches over the training images run on --device.
 
-example:
+examples:
   spatialstats evaluate runs/stats/checkpoint.pt --baseline runs/pixel/checkpoint.pt --out report
+  spatialstats evaluate runs/stats/checkpoint.pt --data-dir /data/moved/images --out report
 """
 
 

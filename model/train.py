@@ -542,7 +542,7 @@ def pace_note(seconds_per_batch, batches_per_epoch, epochs_left, device):
     )
     if device.type == "cpu" and epoch * epochs_left > LONG_CPU_RUN:
         return (
-            f"warning: {text}, long for a CPU (the paper's presets are sized for a GPU; the demo-cpu presets "
+            f"warning: {text}: long for a CPU (the paper's presets are sized for a GPU; the demo-cpu presets "
             "take minutes on an idle 2-core machine, longer on a busy one)"
         )
     return f"note: {text}"

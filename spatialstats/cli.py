@@ -159,20 +159,22 @@ def import_failure(entry_point, error):
         return f"{top!r} is {where}, not the package {module} belongs to (rename it or run from another folder)"
     if isinstance(error, ModuleNotFoundError) and error.name:
         missing = error.name.partition(".")[0]
-        extra = _extra_requiring(entry_point.dist, missing)
+        extra = _extra_requiring(entry_point.dist, missing, preferred=top)
         hint = f" (pip install '{entry_point.dist.name}[{extra}]')" if extra else ""
         return f"{module} needs the package {missing!r}, which is not installed{hint}"
     return f"{module} failed to import: {error}"
 
 
-def _extra_requiring(dist, package):
-    """The optional-dependency group of distribution ``dist`` that lists ``package``, or None."""
+def _extra_requiring(dist, package, preferred):
+    """The optional-dependency group of distribution ``dist`` that lists ``package`` (``preferred`` if it
+    does), or None."""
+    extras = []
     for requirement in (dist.requires or []) if dist is not None else []:
         name = re.match(r"[A-Za-z0-9._-]*", requirement).group(0)
         extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", requirement)
         if extra and re.sub(r"[-_.]+", "-", name).lower() == re.sub(r"[-_.]+", "-", package).lower():
-            return extra.group(1)
-    return None
+            extras.append(extra.group(1))
+    return preferred if preferred in extras else next(iter(extras), None)
 
 
 def _unavailable(name, reason):
