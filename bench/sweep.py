@@ -1,6 +1,6 @@
 """Benchmark sweep of the backends: the loss (forward + backward) and the statistics (forward).
 
-Backends: every available one of ``spatialstats.ops.BACKENDS`` but the float64 reference;
+Backends: every available one of ``spatialstats._backend.BACKENDS`` but the float64 reference;
 "fft+compile", the fft backend's loss under torch.compile (a baseline, on the goal shapes only:
 each shape compiles anew); and "auto", a copy of the row of the backend it picks (``chosen``).
 Shapes: batch {64, 256} x phases {1, 3} x {64^2, 128^2, 256^2, 64^3} x cutoff {4, 8, 16, 32} x
@@ -8,11 +8,11 @@ Shapes: batch {64, 256} x phases {1, 3} x {64^2, 128^2, 256^2, 64^3} x cutoff {4
 1 phase, 128^2, cutoff 8 and 16). ``--quick``: a few small shapes, for the CPU (Triton there in
 the interpreter: TRITON_INTERPRET=1).
 
-Each case runs what ``spatialstats.two_point_loss`` runs after its argument checks: the backend's
-fused ``pair_distance`` if it has one, else its statistics and the distance; "l2", mean over the
-batch, then backward. Time: the median of CUDA-event timings after a warm-up call (wall clock on
-the CPU). Memory (CUDA): the peak allocated during one call beyond what was allocated before it
-(the inputs, the target statistics) and beyond the gradient of the prediction.
+Each case runs what ``spatialstats.two_point_loss`` runs after its argument checks,
+``spatialstats._backend.dispatch`` with the backend named: "l2", mean over the batch, then backward.
+Time: the median of CUDA-event timings after a warm-up call (wall clock on the CPU). Memory (CUDA):
+the peak allocated during one call beyond what was allocated before it (the inputs, the target
+statistics) and beyond the gradient of the prediction.
 
     python bench/sweep.py OUT [--device cuda|cpu] [--quick] [--budget-s 300]
 
@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from spatialstats import _fft, loss, ops
+from spatialstats import _backend
 
 FULL = dict(
     batches=(64, 256), phases=(1, 3), spatial=((64, 64), (128, 128), (256, 256), (64, 64, 64)), cutoffs=(4, 8, 16, 32)
@@ -73,24 +73,14 @@ def cases(quick):
 
 
 def step_function(backend, op, pred, target_stats, pairs, window):
-    """A callable running one case on ``backend`` (a module, or "fft+compile")."""
+    """A callable running one case on ``backend`` (a backend name, or "fft+compile")."""
+    options = dict(pairs=pairs, half_widths=window, periodic=True)
     if backend == "fft+compile":
-        compiled = torch.compile(
-            lambda p, t: loss._distance(_fft.two_point(p, pairs, None, window, True) - t, None, "l2").mean()
-        )
+        compiled = torch.compile(lambda p, t: _backend.dispatch(p, target_stats=t, backend="fft", **options).mean())
         return lambda: compiled(pred, target_stats).backward()
     if op == "stats":
-        return lambda: backend.two_point(pred, pairs, None, window, True)
-    fused = getattr(backend, "pair_distance", None)
-
-    def loss_step():
-        if fused is not None:
-            distance = fused(pred, target_stats, pairs, None, window, True, None, "l2")
-        else:
-            distance = loss._distance(backend.two_point(pred, pairs, None, window, True) - target_stats, None, "l2")
-        distance.mean().backward()
-
-    return loss_step
+        return lambda: _backend.dispatch(pred, backend=backend, **options)
+    return lambda: _backend.dispatch(pred, target_stats=target_stats, backend=backend, **options).mean().backward()
 
 
 def synchronize(device):
@@ -137,9 +127,8 @@ def measure(step, device, pred, seconds_per_case):
 def run(out, device, quick, budget_s):
     device = torch.device(device)
     names = [
-        name for name in ops.BACKENDS if name != "reference" and ops.backend_unavailable_reason(name, device) is None
+        name for name in _backend.BACKENDS if name != "reference" and _backend.unavailable_reason(name, device) is None
     ]
-    modules = {name: ops._import_backend(name)[0] for name in names}
     print(f"device {device}: backends {names}", flush=True)
     rows, started = [], time.perf_counter()
     seconds_per_case = 0.05 if quick else 0.1
@@ -150,7 +139,7 @@ def run(out, device, quick, budget_s):
         pred = torch.rand((batch, phases, *spatial), generator=generator).to(device, DTYPES[dtype_name])
         pred.requires_grad_(op == "loss")
         target = (torch.rand((batch, phases, *spatial), generator=generator) < 0.5).to(device, torch.float32)
-        target_stats = _fft.two_point(target, pairs, None, window, True)
+        target_stats = _backend.dispatch(target, pairs=pairs, half_widths=window, periodic=True, backend="fft")
         del target
         base = dict(
             op=op,
@@ -162,12 +151,12 @@ def run(out, device, quick, budget_s):
             dtype=dtype_name,
             input_mb=round(pred.numel() * pred.element_size() / 2**20, 3),
         )
-        backends = dict(modules)
+        backends = {name: name for name in names}
         if op == "loss" and is_goal((op, batch, phases, spatial, cutoff, dtype_name), quick):
             backends["fft+compile"] = "fft+compile"
         for name, backend in backends.items():
             row = dict(base, backend=name, chosen="", median_ms="", peak_extra_mb="", note="")
-            direct = ops._direct_cost(batch, phases, spatial, window) * (3 if op == "loss" else 1)
+            direct = _backend.direct_cost(batch, phases, spatial, window) * (3 if op == "loss" else 1)
             if time.perf_counter() - started > budget_s:
                 row["note"] = "time budget"
             elif name in DIRECT_BACKENDS and direct > MAX_DIRECT_MULTIPLY_ADDS[device.type]:
@@ -189,7 +178,8 @@ def run(out, device, quick, budget_s):
                 f"{row['median_ms'] or '-':>10} ms  {row['peak_extra_mb'] or '-':>9} MB  {row['note']}",
                 flush=True,
             )
-        chosen = ops.choose_backend(device, batch, phases, pairs, spatial, window, True)
+        kind = "distance:stats:l2:unweighted" if op == "loss" else "statistics"
+        chosen = _backend.backend_name("auto", _backend.call_key(kind, pred, pairs, window, True, None, op == "loss"))
         auto = next(
             (dict(r) for r in rows[-len(backends) :] if r["backend"] == chosen),
             dict(base, median_ms="", peak_extra_mb="", note="not measured"),
@@ -227,8 +217,8 @@ def fit_cost_model(rows, device):
             spatial = tuple(int(n) for n in row["spatial"].split("x"))
             window = (row["cutoff"],) * len(spatial)
             pairs = [(p, p) for p in range(row["phases"])]
-            direct = ops._direct_cost(row["batch"], len(pairs), spatial, window)
-            fft = ops._fft_cost(row["batch"], row["phases"], len(pairs), spatial, window, True)
+            direct = _backend.direct_cost(row["batch"], len(pairs), spatial, window)
+            fft = _backend.fft_cost(row["batch"], row["phases"], len(pairs), spatial, window, True)
             ratios.append((row["median_ms"] / 1e3 / direct) / (fft_seconds[key] / fft))
         if ratios:
             spread = f"median of {len(ratios)} rows, range {min(ratios):.3g} to {max(ratios):.3g}"

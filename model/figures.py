@@ -6,6 +6,8 @@ Each ``plot_*`` takes Evaluations (model/report.py) and the path of the PNG to w
 import numpy as np
 import torch
 
+from spatialstats.plot import subplots
+
 from .metrics import statistics
 
 TRAVERSAL_STEPS = 7
@@ -14,10 +16,7 @@ DPI = 100
 
 
 def _figure(rows, columns, size):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=size)
-    return figure, figure.subplots(rows, columns, squeeze=False)
+    return subplots(rows, columns, figsize=size, squeeze=False)
 
 
 def _save(figure, path):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import spatialstats as ss
-from spatialstats import _native, _ref, ops
+from spatialstats import _backend, _native, _ref
 
-from .conftest import concrete_cutoff, make_mask, requires_cuda
+from .conftest import assert_matches_reference, concrete_half_widths, make_mask, requires_cuda
 
 pytestmark = pytest.mark.skipif(
     _native.unavailable_reason(torch.device("cpu")) is not None,
@@ -22,7 +22,7 @@ requires_native_cuda = pytest.mark.skipif(NATIVE_CUDA_MISSING is not None, reaso
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=[requires_cuda, requires_native_cuda])]
 SHAPES = [(1,), (7,), (1, 1), (1, 7), (5, 5), (6, 4), (7, 11), (13, 8), (17, 3), (1, 1, 1), (3, 4, 5), (2, 5, 3)]
 CUTOFFS = [0, 1, "size", "beyond", None, "per-axis"]
-BATCHES = [(), (1,), (3, 2)]
+BATCHES = [1, 3]
 MASKS = ["none", "all-true", "sparse", "all-false"]
 # float32: direct sums in float32 flushed to float64 (CPU) or float32 tiles (CUDA), values in [0, 1].
 TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-13)}
@@ -40,24 +40,21 @@ def test_native_matches_reference(shape, periodic, device):
     rng = np.random.default_rng(SHAPES.index(shape) * 2 + periodic)
     for cutoff in CUTOFFS:
         batch = BATCHES[rng.integers(len(BATCHES))]
-        mask_kind = MASKS[rng.integers(len(MASKS))]
-        x = torch.from_numpy(rng.random(batch + shape))
-        y = torch.from_numpy(rng.random(batch + shape)) if rng.random() < 0.5 else None
-        kwargs = dict(spatial_dims=len(shape), cutoff=concrete_cutoff(cutoff, shape), periodic=periodic)
-        mask = make_mask(mask_kind, shape, rng)
-        expected, expected_counts = ss.two_point(x, y, mask=mask, backend="reference", return_counts=True, **kwargs)
+        mask = make_mask(MASKS[rng.integers(len(MASKS))], shape, rng)
+        pairs = ((0, 0),) if rng.random() < 0.5 else ((0, 1), (1, 1))
+        fields = torch.from_numpy(rng.random((batch, 2, *shape)))
+        half_widths = concrete_half_widths(cutoff, shape, periodic)
         for dtype, tolerance in TOLERANCES.items():
-            stats, counts = ss.two_point(
-                x.to(device, dtype),
-                None if y is None else y.to(device, dtype),
-                mask=None if mask is None else mask.to(device),
-                backend="native",
-                return_counts=True,
-                **kwargs,
+            assert_matches_reference(
+                "native",
+                fields.to(dtype),
+                pairs,
+                half_widths,
+                periodic,
+                None if mask is None else mask[None],
+                tolerance,
+                device,
             )
-            assert stats.dtype == dtype and stats.shape == expected.shape and stats.device.type == device
-            torch.testing.assert_close(stats.cpu(), expected.to(dtype), **tolerance)
-            torch.testing.assert_close(counts.cpu().double(), expected_counts.double(), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -69,10 +66,11 @@ def test_native_batched_and_weighted_masks(periodic, device):
     pairs = ((0, 0), (1, 0), (0, 1))
     for mask in (torch.rand(3, 6, 9, generator=gen) < 0.5, torch.rand(3, 6, 9, generator=gen).double()):
         mask = mask.to(device)
-        expected = _ref.two_point(fields.cpu(), pairs, mask.cpu(), (2, 5), periodic)
-        torch.testing.assert_close(_native.two_point(fields, pairs, mask, (2, 5), periodic).cpu(), expected)
-        expected_counts = _ref.pair_counts(mask.cpu(), (6, 9), (2, 5), periodic)
-        torch.testing.assert_close(_native.pair_counts(mask, (6, 9), (2, 5), periodic).cpu(), expected_counts)
+        options = dict(half_widths=(2, 5), periodic=periodic)
+        expected = _ref.two_point(fields.cpu(), pairs=pairs, mask=mask.cpu(), **options)
+        torch.testing.assert_close(_native.two_point(fields, pairs=pairs, mask=mask, **options).cpu(), expected)
+        expected_counts = _ref.pair_counts(mask.cpu(), spatial_shape=(6, 9), **options)
+        torch.testing.assert_close(_native.pair_counts(mask, spatial_shape=(6, 9), **options).cpu(), expected_counts)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -89,8 +87,8 @@ def test_native_multiphase_pairs(device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_compute_in_float32(dtype, device):
     x = torch.rand(2, 3, 40, 37).to(device, dtype).requires_grad_()
-    stats = _native.two_point(x, ((0, 0), (1, 2)), None, (3, 4), True)
-    expected = _ref.two_point(x.detach().cpu().double(), ((0, 0), (1, 2)), None, (3, 4), True)
+    stats = _native.two_point(x, pairs=((0, 0), (1, 2)), half_widths=(3, 4), periodic=True)
+    expected = _ref.two_point(x.detach().cpu().double(), pairs=((0, 0), (1, 2)), half_widths=(3, 4), periodic=True)
     assert stats.dtype == torch.float32
     torch.testing.assert_close(stats.cpu().double(), expected, rtol=1e-5, atol=1e-6)
     stats.sum().backward()
@@ -107,11 +105,11 @@ def test_cpu_instruction_sets_agree(isa, monkeypatch):
         fields = random_fields(gen, 2, 2, 3, 11, 37, dtype=dtype).requires_grad_()
         weights = random_fields(gen, 2, 2, 3, 7, 21, dtype=dtype)
         for periodic in (True, False):
-            args = (((0, 1), (1, 1)), None, (1, 3, 10), periodic)
-            stats = _native.two_point(fields, *args)
+            args = dict(pairs=((0, 1), (1, 1)), half_widths=(1, 3, 10), periodic=periodic)
+            stats = _native.two_point(fields, **args)
             (grad,) = torch.autograd.grad(stats, fields, weights)
             reference = fields.detach().double().requires_grad_()
-            expected = _ref.two_point(reference, *args)
+            expected = _ref.two_point(reference, **args)
             (expected_grad,) = torch.autograd.grad(expected, reference, weights.double())
             torch.testing.assert_close(stats, expected.to(dtype), **TOLERANCES[dtype])
             torch.testing.assert_close(grad, expected_grad.to(dtype), **TOLERANCES[dtype])
@@ -120,7 +118,7 @@ def test_cpu_instruction_sets_agree(isa, monkeypatch):
 def test_cpu_instruction_set_must_be_known(monkeypatch):
     monkeypatch.setenv("SPATIALSTATS_CPU_ISA", "sse9")
     with pytest.raises(RuntimeError, match="SPATIALSTATS_CPU_ISA must be avx512, avx2 or baseline"):
-        _native.two_point(torch.rand(1, 1, 4, 4), ((0, 0),), None, (1, 1), True)
+        _native.two_point(torch.rand(1, 1, 4, 4), pairs=((0, 0),), half_widths=(1, 1), periodic=True)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -136,7 +134,7 @@ def test_native_gradcheck(shape, window, periodic, with_mask, device):
     pairs = ((0, 0), (0, 1), (1, 0))
 
     def statistics(f):
-        return _native.two_point(f, pairs, mask, window, periodic)
+        return _native.two_point(f, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
 
     assert torch.autograd.gradcheck(statistics, (fields,))
 
@@ -148,7 +146,9 @@ def test_native_second_derivatives(periodic, device):
     fields = random_fields(gen, 1, 2, 5, 4, device=device).requires_grad_()
     mask = (torch.rand(1, 5, 4, generator=gen) < 0.8).to(device)
     pairs = ((0, 0), (1, 0))
-    assert torch.autograd.gradgradcheck(lambda f: _native.two_point(f, pairs, mask, (2, 5), periodic), (fields,))
+    assert torch.autograd.gradgradcheck(
+        lambda f: _native.two_point(f, pairs=pairs, mask=mask, half_widths=(2, 5), periodic=periodic), (fields,)
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -261,10 +261,13 @@ def test_unavailable_reason_says_how_to_build(monkeypatch):
     assert "pip install --no-build-isolation -e ." in reason
 
 
-def test_auto_prefers_native_for_small_windows_on_cpu():
-    pairs = ((0, 0),)
-    assert ops.choose_backend("cpu", 1, 1, pairs, (256, 256), (2, 2), True) == "native"
-    assert ops.choose_backend("cpu", 1, 1, pairs, (256, 256), (64, 64), True) == "fft"
+def test_cost_model_prefers_native_for_small_windows_on_cpu(monkeypatch):
+    """The fallback (SPATIALSTATS_AUTOTUNE=0) follows the measured CPU entry of the cost model."""
+    monkeypatch.setenv("SPATIALSTATS_AUTOTUNE", "0")
+    fields = torch.rand(1, 1, 256, 256)
+    small = _backend.signature_of(_backend.call_key("statistics", fields, ((0, 0),), (2, 2), True, None, False))
+    large = small._replace(half_widths=(64, 64))
+    assert _backend.choose(small) == "native" and _backend.choose(large) == "fft"
 
 
 def two_dots(batch, height, width, dtype, device):
@@ -279,7 +282,7 @@ def two_dots(batch, height, width, dtype, device):
 def assert_two_dots_statistics(fields):
     """Forward and gradient of the corner pair at the end of a large tensor."""
     n = fields.shape[-1] * fields.shape[-2]
-    stats = _native.two_point(fields, ((0, 0),), None, (1, 1), True)
+    stats = _native.two_point(fields, pairs=((0, 0),), half_widths=(1, 1), periodic=True)
     expected = torch.zeros(3, 3, dtype=torch.float64)
     expected[1, 1], expected[0, 0], expected[2, 2] = 2 / n, 1 / n, 1 / n
     torch.testing.assert_close(stats[-1, 0].double().cpu(), expected, rtol=1e-6, atol=0)
