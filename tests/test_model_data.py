@@ -142,13 +142,13 @@ def test_written_line_images_read_back(tmp_path):
 
 
 def test_folder_phases_come_from_every_file_and_sizes_must_agree(tmp_path):
-    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.int64))
-    np.save(tmp_path / "b.npy", np.arange(64).reshape(8, 8) % 3 + 1)
+    np.save(tmp_path / "a.npy", np.arange(64).reshape(8, 8) % 2)  # phases 0 and 1
+    np.save(tmp_path / "b.npy", np.arange(64).reshape(8, 8) % 2 + 2)  # phases 2 and 3
     assert FolderDataset(str(tmp_path)).n_phases == 4
-    np.save(tmp_path / "b.npy", np.full((8, 8), 3))  # labels {0, 3}: phases 1 and 2 missing, an error
-    with pytest.raises(ValueError, match=r"labels \{0, 3\}"):
+    np.save(tmp_path / "b.npy", np.full((8, 8), 3))  # labels {0, 1, 3}: phase 2 missing, an error
+    with pytest.raises(ValueError, match=r"labels \{0, 1, 3\}"):
         FolderDataset(str(tmp_path))
-    np.save(tmp_path / "b.npy", np.arange(64).reshape(8, 8) % 3 + 1)
+    np.save(tmp_path / "b.npy", np.arange(64).reshape(8, 8) % 2 + 2)
     np.save(tmp_path / "c.npy", np.zeros((9, 9), np.int64))
     with pytest.raises(ValueError, match="differs"):
         FolderDataset(str(tmp_path))[2]
