@@ -54,12 +54,14 @@ def test_every_backend_implements_the_contract():
     assert not isinstance(_ref, _backend.FusedDistance) and not isinstance(_native, _backend.FusedDistance)
 
 
-def test_no_backend_imports_another():
+def test_no_backend_imports_another_and_the_library_never_imports_model():
     for module, files in BACKEND_FILES.items():
         forbidden = (set(BACKEND_FILES) - {module}) | {"spatialstats.loss", "spatialstats.ops", "spatialstats._backend"}
         for file in files:
             imports = imported_modules(PACKAGE / file)
             assert not imports & forbidden, (file, imports & forbidden)
+    for path in PACKAGE.rglob("*.py"):
+        assert not any(m == "model" or m.startswith("model.") for m in imported_modules(path)), path
 
 
 def test_backends_take_keywords_only():
