@@ -28,6 +28,8 @@ import torch
 import spatialstats as ss
 
 K = 8
+# Sub-millisecond calls: many rounds of a few calls, after a warm-up that includes auto's measurement.
+SMALL = dict(rounds=300, iterations=3, warmup_rounds=10)
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +141,7 @@ def test_64x64_statistics(benchmark, method):
         leaf = x.detach().requires_grad_()
         (function(leaf) * weight).sum().backward()
 
-    benchmark(step)
+    benchmark.pedantic(step, **SMALL)
 
 
 @pytest.mark.parametrize("method", ["hand-written", "TwoPointLoss"])
@@ -155,7 +157,7 @@ def test_64x64_loss(benchmark, method):
     def step():
         function(pred.detach().requires_grad_()).backward()
 
-    benchmark(step)
+    benchmark.pedantic(step, **SMALL)
 
 
 NUMPY_CASES = {"256x256 numpy periodic full": (None, True), "256x256 numpy open cutoff 20": (20, False)}
