@@ -15,12 +15,13 @@ import torch
 
 from . import _fft
 
-BACKENDS = ("reference", "fft", "triton", "native")
+BACKENDS = ("reference", "fft", "triton", "native", "conv")
 _BACKEND_MODULES = {
     "reference": "spatialstats._ref",
     "fft": "spatialstats._fft",
     "triton": "spatialstats._triton",
     "native": "spatialstats._native",
+    "conv": "spatialstats._conv",
 }
 BACKEND_ENV = "SPATIALSTATS_BACKEND"
 
