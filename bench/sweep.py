@@ -15,8 +15,8 @@ call is skipped (the row says so).
 Each case runs ``spatialstats.two_point_loss(pred, target_stats=..., backend=...)`` and its backward,
 or ``two_point_statistics`` without gradient: a warm-up call, then up to 10 timed calls within a
 fraction of a second (--quick: 2), by CUDA events on a GPU and the wall clock on the CPU; median and
-minimum. Memory (CUDA): the peak allocated during a
-call beyond what was allocated before it and beyond the gradient of the prediction.
+minimum. Memory (CUDA): the peak allocated during a call beyond what was allocated before it and
+beyond the gradient of the prediction.
 
 It cannot lose its data: every row is appended to OUT/sweep.csv and flushed to disk when measured;
 a rerun with the same OUT skips the rows already there and continues (a CSV with other columns is

@@ -120,15 +120,20 @@ def test_sweep_budget_and_resume(tmp_path, two_cases):
     assert read_csv(out) == rows
 
 
-def test_sweep_records_a_failed_case_and_goes_on(tmp_path, two_cases, monkeypatch):
+def failing_backend(patch, name, message):
+    """Make every measurement of backend ``name`` raise RuntimeError(message)."""
     measure = sweep.run_case
 
-    def failing(case, name, *args):
-        if name == "conv":
-            raise RuntimeError("out of memory\nsecond line")
-        return measure(case, name, *args)
+    def run_case(case, backend, *args):
+        if backend == name:
+            raise RuntimeError(message)
+        return measure(case, backend, *args)
 
-    monkeypatch.setattr(sweep, "run_case", failing)
+    patch.setattr(sweep, "run_case", run_case)
+
+
+def test_sweep_records_a_failed_case_and_goes_on(tmp_path, two_cases, monkeypatch):
+    failing_backend(monkeypatch, "conv", "out of memory\nsecond line")
     assert sweep.run(str(tmp_path), "cpu", True, 100.0, False) == 0
     rows = read_csv(tmp_path)
     assert [r["note"] for r in rows if r["backend"] == "conv"] == ["RuntimeError: out of memory"] * 2
@@ -136,15 +141,8 @@ def test_sweep_records_a_failed_case_and_goes_on(tmp_path, two_cases, monkeypatc
 
 
 def test_sweep_stops_when_the_context_is_lost_and_a_rerun_continues(tmp_path, two_cases, monkeypatch):
-    measure = sweep.run_case
-
-    def failing(case, name, *args):
-        if name == "conv":
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return measure(case, name, *args)
-
     with monkeypatch.context() as patch:
-        patch.setattr(sweep, "run_case", failing)
+        failing_backend(patch, "conv", "CUDA error: an illegal memory access was encountered")
         patch.setattr(sweep, "context_usable", lambda device: False)
         assert sweep.run(str(tmp_path), "cpu", True, 100.0, False) == sweep.CONTEXT_LOST
     rows = read_csv(tmp_path)
