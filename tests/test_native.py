@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import spatialstats as ss
-from spatialstats import _native, _ref, ops
+from spatialstats import _fft, _native, _ref, ops
 
 from .conftest import concrete_cutoff, make_mask, requires_cuda
 
@@ -180,6 +180,25 @@ def test_native_loss_trains(device):
     expected = ss.TwoPointLoss(cutoff=3, pairs="all", backend="reference")(pred.detach().double(), target.double())
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
     assert pred.grad is not None and bool(torch.isfinite(pred.grad).all())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
+def test_native_windows_of_several_chunks(periodic, device):
+    """Windows of several CUDA forward chunks (32 displacements a side) on both sides of ry = 0 and
+    along rx, auto and cross pairs, forward and gradient, against the fft backend in float64."""
+    gen = torch.Generator().manual_seed(13)
+    fields = random_fields(gen, 1, 2, 90, 84)
+    weights = random_fields(gen, 1, 3, 81, 73) if periodic else random_fields(gen, 1, 3, 141, 73)
+    window = (40, 36) if periodic else (70, 36)
+    pairs = ((0, 0), (0, 1), (1, 1))
+    results = []
+    for module, on in ((_fft, "cpu"), (_native, device)):
+        leaf = fields.to(on).requires_grad_()
+        stats = module.two_point(leaf, pairs, None, window, periodic)
+        (grad,) = torch.autograd.grad(stats, leaf, weights.to(on))
+        results.append((stats.cpu(), grad.cpu()))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-10, atol=1e-12)
 
 
 def opcheck_arguments(device):
