@@ -67,3 +67,23 @@ def label_array(array, name="image"):
     if array.size and array.min() < 0:
         raise ValueError(f"{name} has negative labels; expected phases 0..n-1")
     return array.astype(np.int64)
+
+
+def write_label_image(path, labels, values):
+    """Save a label image as a picture: phase p drawn with ``values[p]`` (a grey value or an RGB colour).
+
+    ``labels``: (H, W) -> PNG (or single-page TIFF); (D, H, W) -> multi-page TIFF, one page per index of axis 0.
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("writing .png/.tif files needs Pillow: pip install 'spatialstats[plot]'") from None
+    labels = np.asarray(labels)
+    palette = np.asarray(values, dtype=np.uint8)
+    pages = [Image.fromarray(palette[page]) for page in (labels[None] if labels.ndim == 2 else labels)]
+    if len(pages) == 1 and str(path).lower().endswith(".png"):
+        pages[0].save(path)
+        return
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        raise ValueError(f"{path}: a {labels.ndim}D label array is written as .tif (or .png for 2D)")
+    pages[0].save(path, save_all=True, append_images=pages[1:])
