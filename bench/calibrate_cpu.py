@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from spatialstats import _fft, _native, ops
+from spatialstats import _backend, _fft, _native
 
 
 def fastest_ms(fn, repeat):
@@ -28,9 +28,10 @@ def fastest_ms(fn, repeat):
 
 def timings(module, fields, pairs, window, periodic, repeat):
     """(forward ms, forward + backward ms) of ``module.two_point``."""
-    forward = fastest_ms(lambda: module.two_point(fields, pairs, None, window, periodic), repeat)
+    options = dict(pairs=pairs, half_widths=window, periodic=periodic)
+    forward = fastest_ms(lambda: module.two_point(fields, **options), repeat)
     leaf = fields.clone().requires_grad_()
-    both = fastest_ms(lambda: module.two_point(leaf, pairs, None, window, periodic).sum().backward(), repeat)
+    both = fastest_ms(lambda: module.two_point(leaf, **options).sum().backward(), repeat)
     return forward, both
 
 
@@ -77,8 +78,8 @@ def main():
         fields = torch.rand(batch, channels, *shape)
         window = (k,) * len(shape)
         row = dict(
-            direct_cost=ops._direct_cost(batch, len(pairs), shape, window),
-            fft_cost=ops._fft_cost(batch, channels, len(pairs), shape, window, periodic),
+            direct_cost=_backend.direct_cost(batch, len(pairs), shape, window),
+            fft_cost=_backend.fft_cost(batch, channels, len(pairs), shape, window, periodic),
         )
         repeat = 5 if row["direct_cost"] > 1e8 else 11
         row["native_fwd"], row["native_fwdbwd"] = timings(_native, fields, pairs, window, periodic, repeat)
@@ -89,7 +90,7 @@ def main():
             f"{row['native_fwd']:.3f}, {row['native_fwdbwd']:.3f} | {row['fft_fwd']:.3f}, {row['fft_fwdbwd']:.3f}",
             flush=True,
         )
-    current = ops.COST_MODEL[("native", "cpu")] / ops.COST_MODEL[("fft", "cpu")]
+    current = _backend.COST_MODEL[("native", "cpu")].ratio / _backend.COST_MODEL[("fft", "cpu")].ratio
     for metric in ("fwd", "fwdbwd"):
         scale, agree = best_scale(rows, metric)
         now = sum(

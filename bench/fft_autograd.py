@@ -10,6 +10,7 @@ import time
 import torch
 
 from spatialstats import _fft
+from spatialstats._common import computed_half_widths
 
 CASES = [
     ((64, 1, 128, 128), (8, 8), False),
@@ -19,19 +20,20 @@ CASES = [
 ]
 
 
-class _Context:
-    """Stands in for autograd's ctx so the Function's forward can run under plain autograd."""
-
-    def save_for_backward(self, *tensors):
-        pass
+def arguments(fields, pairs, window, periodic):
+    """The Function's inputs: fields, non-negative or not, pairs, computed half-widths, periodic, 1 / N."""
+    computed = computed_half_widths(fields.shape[2:], window, periodic)
+    scale = _fft._analytic_scale(tuple(fields.shape[2:]), computed, periodic, fields.device, fields.dtype)
+    return fields, False, pairs, computed, periodic, scale
 
 
 def plain_autograd(fields, pairs, window, periodic):
-    return _fft._CorrelationSums.forward(_Context(), fields, pairs, window, periodic)
+    """The Function's forward run as plain torch code, so autograd records every operation."""
+    return _fft._Correlation.forward(*arguments(fields, pairs, window, periodic))[0]
 
 
 def custom_function(fields, pairs, window, periodic):
-    return _fft._CorrelationSums.apply(fields, pairs, window, periodic)
+    return _fft._Correlation.apply(*arguments(fields, pairs, window, periodic))[0]
 
 
 def measure(method, fields, weight, window, periodic, repeats):

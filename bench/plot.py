@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from spatialstats import ops
+from spatialstats import _backend, ops
 
 CHOICES = ("fft", "triton", "native", "conv")  # the backends auto can pick
 MEASURED = (*CHOICES, "fft+compile")
@@ -173,7 +173,7 @@ def auto_check(cases):
 
 def fitted_cost_model(rows):
     """COST_MODEL ratios: per direct backend and dtype, the median over the statistics rows of
-    (seconds / direct cost) / (fft seconds / fft cost), as ``spatialstats.ops`` models them."""
+    (seconds / direct cost) / (fft seconds / fft cost), as ``spatialstats._backend`` models them."""
     stats = [r for r in rows if r["op"] == "stats" and r["median_ms"] is not None]
     fft = {tuple(r[k] for k in CASE_KEYS): r["median_ms"] for r in stats if r["backend"] == "fft"}
     device = rows[0]["device"] if rows else "-"
@@ -185,8 +185,8 @@ def fitted_cost_model(rows):
             continue
         window = ops.resolve_window(None if r["cutoff"] == "none" else int(r["cutoff"]), r["shape"], True)
         pairs = tuple((p, p) for p in range(r["phases"]))
-        direct = ops._direct_cost(r["batch"], len(pairs), r["shape"], window)
-        fft_cost = ops._fft_cost(r["batch"], r["phases"], len(pairs), r["shape"], window, True)
+        direct = _backend.direct_cost(r["batch"], len(pairs), r["shape"], window)
+        fft_cost = _backend.fft_cost(r["batch"], r["phases"], len(pairs), r["shape"], window, True)
         groups[r["backend"], r["dtype"]].append((r["median_ms"] / direct) / (fft[key] / fft_cost))
     for (backend, dtype), ratios in sorted(groups.items()):
         lines.append(

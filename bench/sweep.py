@@ -1,5 +1,5 @@
 """Benchmark sweep of the backends that cannot lose its data: the loss (forward + backward) and the
-statistics (forward), through the library's one dispatch path.
+statistics (forward), through the library's one dispatch path (``spatialstats._backend.dispatch``).
 
     python bench/sweep.py OUT [--device cuda|cpu] [--quick] [--budget-s 300] [--compile]
 
@@ -12,8 +12,9 @@ what it ran); ``--compile`` adds "fft+compile", the fft loss under torch.compile
 (each shape compiles anew, so it is opt-in). A direct backend beyond a number of multiply-adds per
 call is skipped (the row says so).
 
-Each case runs ``spatialstats.two_point_loss(pred, target_stats=..., backend=...)`` and its backward,
-or ``two_point_statistics`` without gradient: a warm-up call, then up to 10 timed calls within a
+Each case runs what ``spatialstats.two_point_loss`` runs after its argument checks, ``dispatch``
+with ``target_stats`` ("l2", mean over the batch) and its backward, or ``dispatch`` for the
+statistics without gradient: a warm-up call (where "auto" measures its candidates), then up to 10 timed calls within a
 fraction of a second (--quick: 2), by CUDA events on a GPU and the wall clock on the CPU; median and
 minimum. Memory (CUDA): the peak allocated during a call beyond what was allocated before it and
 beyond the gradient of the prediction.
@@ -40,7 +41,7 @@ from typing import NamedTuple
 import torch
 
 import spatialstats
-from spatialstats import loss, ops
+from spatialstats import _backend, ops
 
 CONTEXT_LOST = 3  # exit status: the CUDA context is unusable; rerun to continue
 
@@ -126,26 +127,30 @@ def window_of(case):
 
 def backend_names(device):
     """The backends to time on ``device``: every available one but the reference, then "auto"."""
-    names = [name for name, reason in ops.available_backends(device).items() if reason is None and name != "reference"]
-    return [*names, "auto"]
+    reasons = _backend.available_backends(device)
+    return [*(name for name, reason in reasons.items() if reason is None and name != "reference"), "auto"]
+
+
+def options(case):
+    """The dispatch arguments of a case: its auto-correlation pairs, window, periodic."""
+    return dict(pairs=tuple((p, p) for p in range(case.phases)), half_widths=window_of(case), periodic=True)
 
 
 def step_function(name, case, pred, target_stats):
     """A callable running one case with backend ``name`` ("fft+compile": the fft loss compiled)."""
     if case.op == "stats":
-        statistics_of = functools.partial(loss.two_point_statistics, cutoff=case.cutoff, backend=name)
 
         def stats_step():
             with torch.no_grad():
-                statistics_of(pred)
+                _backend.dispatch(pred, backend=name, **options(case))
 
         return stats_step
-    loss_of = functools.partial(loss.two_point_loss, cutoff=case.cutoff, backend=name)
+    distance = functools.partial(_backend.dispatch, backend=name, **options(case))
     if name == "fft+compile":
-        loss_of = torch.compile(functools.partial(loss.two_point_loss, cutoff=case.cutoff, backend="fft"))
+        distance = torch.compile(functools.partial(_backend.dispatch, backend="fft", **options(case)))
 
     def loss_step():
-        loss_of(pred, target_stats=target_stats).backward()
+        distance(pred, target_stats=target_stats).mean().backward()
 
     return loss_step
 
@@ -191,14 +196,15 @@ def inputs(case, device):
     shape = (case.batch, case.phases, *case.spatial)
     pred = torch.rand(shape, generator=generator).to(device, DTYPES[case.dtype]).requires_grad_(case.op == "loss")
     target = (torch.rand(shape, generator=generator) < 0.5).to(device, torch.float32)
-    return pred, loss.two_point_statistics(target, cutoff=case.cutoff, backend="fft")
+    return pred, _backend.dispatch(target, backend="fft", **options(case))
 
 
-def chosen_backend(case, device):
-    """The backend "auto" runs for the case."""
-    pairs = tuple((p, p) for p in range(case.phases))
-    shape = (case.batch, case.phases, *case.spatial)
-    return ops.choose_backend(device, *shape[:2], pairs, case.spatial, window_of(case), True, DTYPES[case.dtype])
+def chosen_backend(case, pred):
+    """The backend "auto" ran for the case (chosen, and cached, by its first call)."""
+    kind = "distance:stats:l2:unweighted" if case.op == "loss" else "statistics"
+    arguments = options(case)
+    key = _backend.call_key(kind, pred, arguments["pairs"], arguments["half_widths"], True, None, case.op == "loss")
+    return _backend.backend_name("auto", key)
 
 
 def context_usable(device):
@@ -271,11 +277,12 @@ class Sheet:
 
 def run_case(case, name, device, pred, target_stats, timing):
     """The measured columns of one (case, backend), or the reason it is skipped."""
-    direct = ops._direct_cost(case.batch, case.phases, case.spatial, window_of(case)) * (3 if case.op == "loss" else 1)
+    direct = _backend.direct_cost(case.batch, case.phases, case.spatial, window_of(case))
+    direct *= 3 if case.op == "loss" else 1
     if name in DIRECT_BACKENDS and direct > MAX_DIRECT_MULTIPLY_ADDS[device.type]:
         return dict(note=f"skipped: {direct:.1e} multiply-adds per call")
-    row = dict(chosen=chosen_backend(case, device) if name == "auto" else "")
     times, peak = measure(step_function(name, case, pred, target_stats), device, pred, timing)
+    row = dict(chosen=chosen_backend(case, pred) if name == "auto" else "")
     row.update(
         median_ms=f"{statistics.median(times) * 1e3:.4f}",
         min_ms=f"{min(times) * 1e3:.4f}",
@@ -297,8 +304,8 @@ def report(row):
 def run(out, device, quick, budget_s, compile_fft):
     """Measure every case not yet in OUT/sweep.csv; returns the exit status (0, or CONTEXT_LOST)."""
     device = torch.device(device)
-    if os.environ.pop(ops.BACKEND_ENV, None):
-        print(f"ignoring {ops.BACKEND_ENV}: auto is measured as it chooses", flush=True)
+    if os.environ.pop(_backend.BACKEND_ENV, None):
+        print(f"ignoring {_backend.BACKEND_ENV}: auto is measured as it chooses", flush=True)
     deadline = time.perf_counter() + budget_s
     names, goals = backend_names(device), set(goal_cases(quick))
     timing = TIMING["quick" if quick else device.type]

@@ -68,7 +68,7 @@ def test_forward(benchmark, backend, case, cutoff, periodic):
         expected = _conv._correlation_sums(fields, ((0, 0),), window, periodic)
         torch.testing.assert_close(sums.reshape(expected.shape), expected, rtol=1e-5, atol=1e-2)
     else:
-        benchmark(BACKENDS[backend].two_point, fields, ((0, 0),), None, window, periodic)
+        benchmark(BACKENDS[backend].two_point, fields, pairs=((0, 0),), half_widths=window, periodic=periodic)
 
 
 @pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
@@ -81,6 +81,6 @@ def test_forward_backward(benchmark, backend, case, cutoff, periodic):
     module = BACKENDS[backend]
 
     def forward_backward():
-        module.two_point(fields, ((0, 0),), None, window, periodic).sum().backward()
+        module.two_point(fields, pairs=((0, 0),), half_widths=window, periodic=periodic).sum().backward()
 
     benchmark(forward_backward)

@@ -8,7 +8,6 @@ median time of the whole step (forward, objective, backward, Adam update). It is
 stored in the benchmark's extra_info. Target: under 5% on a GPU with the fused backends.
 """
 
-import os
 import time
 
 import pytest
@@ -17,7 +16,8 @@ import torch
 from model.data import LineConfig
 from model.train import autocast_for, build_model, build_objective, build_splits, preset_config, training_step
 from model.vae import one_hot
-from spatialstats.ops import BACKEND_ENV, choose_backend, resolve_window
+from spatialstats import _backend
+from spatialstats.ops import resolve_window
 
 REPEATS = 5
 # preset, overrides, device: the CPU demo, and the paper's setting on a GPU
@@ -74,16 +74,10 @@ def test_training_step(benchmark, case):
     benchmark.pedantic(step, rounds=REPEATS, warmup_rounds=1)
     share = statistics_seconds / benchmark.stats.stats.median
     benchmark.extra_info.update(statistics_seconds=statistics_seconds, statistics_share=share)
-    backend = choose_backend(
-        device,
-        target.shape[0],
-        1,
-        ((0, 0),),
-        tuple(target.shape[2:]),
-        resolve_window(config.cutoff, target.shape[2:], config.periodic),
-        config.periodic,
-    )
-    benchmark.extra_info.update(backend=os.environ.get(BACKEND_ENV) or backend)
+    fields = probabilities[:, :1]
+    window = resolve_window(config.cutoff, target.shape[2:], config.periodic, distinct_only=True)
+    key = _backend.call_key("distance:fields:mse:unweighted", fields, ((0, 0),), window, config.periodic, None, True)
+    benchmark.extra_info.update(backend=_backend.backend_name("auto", key))
     print(
         f"\n{case} on {device} ({benchmark.extra_info['backend']} backend): step "
         f"{benchmark.stats.stats.median * 1e3:.1f} ms, statistics term {statistics_seconds * 1e3:.2f} ms = "

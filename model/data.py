@@ -12,7 +12,7 @@ import os
 import numpy as np
 import torch
 
-from spatialstats.io import IMAGE_SUFFIXES, image_labels, label_array, read_array
+from spatialstats.io import IMAGE_SUFFIXES, check_phase_labels, image_labels, label_array, read_array
 
 LINE_PHASE = 0
 ORIENTATIONS = ("horizontal", "vertical")
@@ -227,14 +227,15 @@ class FolderDataset(torch.utils.data.Dataset):
         )
         if not self.paths:
             raise ValueError(f"data folder {root!r} holds no {', '.join(IMAGE_SUFFIXES)} files")
-        values, largest = set(), 0
+        values, labels = set(), set()
         for path in self.paths:
             if _is_label_file(path):
-                largest = max(largest, int(label_array(read_array(path), name=path).max()))
+                labels.update(np.unique(label_array(read_array(path), name=path)).tolist())
             elif label_map is None:
                 values.update(image_labels(read_array(path), name=path)[1])
+        check_phase_labels(labels, f"the .npy files of {root}")
         self.label_map = label_map if label_map is not None else {v: p for p, v in enumerate(sorted(values))}
-        self.n_phases = max([largest + 1, *(p + 1 for p in self.label_map.values())])
+        self.n_phases = max([max(labels, default=-1) + 1, *(p + 1 for p in self.label_map.values())])
         if self.n_phases > 256:
             raise ValueError(f"{root}: at most 256 phases are supported, found {self.n_phases}")
         self.size = None

@@ -8,8 +8,9 @@ curve = ss.radial_profile(ss.two_point(image, periodic=False))  # S2(|r|), PoreS
 samples = ss.reconstruct(labels, shape=(256, 256), n_samples=8).labels  # statistically equivalent images
 """
 
+from ._backend import BackendUnavailableError, available_backends
 from .loss import TwoPointLoss, two_point_loss, two_point_statistics
-from .ops import BackendUnavailableError, TwoPointAll, available_backends, two_point, two_point_all
+from .ops import TwoPointAll, two_point, two_point_all
 from .radial import RadialProfile, radial_profile
 from .reconstruct import Reconstruction, reconstruct
 

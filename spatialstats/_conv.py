@@ -17,8 +17,9 @@ One group per (sample, pair). The backward, for the upstream gradient G_p of sum
 is a depthwise convolution with (2k + 1)^d kernels; an auto pair takes one, with G_p + flip(G_p).
 The backward is made of differentiable convolutions, so gradients of every order exist.
 
-Non-periodic displacements |r_a| >= n_a have no pairs: the window is computed up to n_a - 1 and
-padded with zeros. Counts: analytic without a mask, else the same correlation of the mask.
+The window computed is that of distinct displacements (``_common.computed_half_widths``), mapped
+onto the one asked for by ``_common.to_window``. Counts: analytic without a mask, else the same
+correlation of the mask (rounded to integers for a boolean mask).
 Shapes: fields (B, C, *spatial) -> (B, P, *window); fp16/bf16/fp32 compute in fp32, fp64 in fp64.
 Accuracy: direct float32 sums, about 1e-6 relative to max |S| (the libraries' summation order).
 """
@@ -26,7 +27,14 @@ Accuracy: direct float32 sums, about 1e-6 relative to max |S| (the libraries' su
 import torch
 import torch.nn.functional as F
 
-from . import _fft
+from ._common import (
+    computed_half_widths,
+    counts_from_correlation,
+    counts_without_mask,
+    divide_by_counts,
+    statistics_dtype,
+    to_window,
+)
 
 _CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -38,44 +46,46 @@ def unavailable_reason(device):
     return None
 
 
-def _padded(g, window, periodic):
+def _padded(g, half_widths, periodic):
     """(N, C, *spatial) -> (N, C, *(n + 2k)): wrapped around when periodic, zeros when not."""
     if not periodic:
-        return F.pad(g, [p for k in reversed(window) for p in (k, k)])
-    for axis, k in enumerate(window):
+        return F.pad(g, [p for k in reversed(half_widths) for p in (k, k)])
+    for axis, k in enumerate(half_widths):
         n = g.shape[2 + axis]
         g = g.index_select(2 + axis, torch.arange(-k, n + k, device=g.device) % n)
     return g
 
 
 def _depthwise(inputs, kernels):
-    """out[b, c] = conv(inputs[b, c], kernels[b, c]) (valid cross-correlation): (B, T, *) -> (B, T, *)."""
+    """out[b, t] = conv(inputs[b, t], kernels[b, t]) (valid cross-correlation): (B, T, *) -> (B, T, *)."""
     batch, terms = kernels.shape[:2]
     spatial = inputs.shape[2:]
+    groups = batch * terms
     convolve = _CONVOLUTIONS[len(spatial)]
-    out = convolve(
-        inputs.reshape(1, batch * terms, *spatial),
-        kernels.reshape(batch * terms, 1, *kernels.shape[2:]),
-        groups=batch * terms,
-    )
+    out = convolve(inputs.reshape(1, groups, *spatial), kernels.reshape(groups, 1, *kernels.shape[2:]), groups=groups)
     return out.reshape(batch, terms, *out.shape[2:])
 
 
+def _channels(indices, device):
+    return torch.tensor(indices, dtype=torch.int64, device=device)
+
+
 class _CorrelationSums(torch.autograd.Function):
-    """sum_s g_i(s) g_j(s + r) over the window: (B, C, *spatial) -> (B, P, *window)."""
+    """sum_s g_i(s) g_j(s + r) over the computed window: (B, C, *spatial) -> (B, P, *window)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(g, pairs, window, periodic):
-        first, second = _fft._pair_indices(pairs, g.device)
-        return _depthwise(_padded(g.index_select(1, second), window, periodic), g.index_select(1, first))
+    def forward(g, pairs, half_widths, periodic):
+        first = _channels([i for i, _ in pairs], g.device)
+        second = _channels([j for _, j in pairs], g.device)
+        return _depthwise(_padded(g.index_select(1, second), half_widths, periodic), g.index_select(1, first))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        g, pairs, window, periodic = inputs
+        g, pairs, half_widths, periodic = inputs
         ctx.save_for_backward(g)
-        ctx.pairs, ctx.window, ctx.periodic = pairs, window, periodic
+        ctx.pairs, ctx.half_widths, ctx.periodic = pairs, half_widths, periodic
 
     @staticmethod
     def backward(ctx, grad):
@@ -92,35 +102,35 @@ class _CorrelationSums(torch.autograd.Function):
                 targets += [i, j]
                 partners += [j, i]
                 kernels += [grad[:, p], mirrored]
-        targets = torch.tensor(targets, device=g.device)
-        partners = torch.tensor(partners, device=g.device)
-        padded = _padded(g.index_select(1, partners), ctx.window, ctx.periodic)
+        padded = _padded(g.index_select(1, _channels(partners, g.device)), ctx.half_widths, ctx.periodic)
         terms = _depthwise(padded, torch.stack(kernels, dim=1))
-        return torch.zeros_like(g).index_add(1, targets, terms), None, None, None
+        return torch.zeros_like(g).index_add(1, _channels(targets, g.device), terms), None, None, None
 
 
-def _correlation_sums(g, pairs, window, periodic):
+def _correlation_sums(g, pairs, half_widths, periodic):
     """Unnormalised sums over the window: (B, C, *spatial) -> (B, P, *window), g's dtype."""
-    computed = _fft._effective_window(g.shape[2:], window, periodic)
-    return _fft._pad_to_window(_CorrelationSums.apply(g, tuple(pairs), computed, periodic), computed, window)
+    spatial = tuple(g.shape[2:])
+    computed = computed_half_widths(spatial, half_widths, periodic)
+    sums = _CorrelationSums.apply(g, tuple(pairs), computed, periodic)
+    return to_window(sums, spatial, computed, tuple(half_widths), periodic)
 
 
-def pair_counts(mask, spatial_shape, window, periodic, device=None):
+def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     """N(r) over the window, float64: (Bm, *window), Bm = 1 without a mask (then analytic)."""
     if mask is None:
-        return _fft.pair_counts(None, spatial_shape, window, periodic, device)
+        return counts_without_mask(tuple(spatial_shape), tuple(half_widths), periodic, device)
     weights = mask.to(torch.float64).unsqueeze(1)
-    counts = _correlation_sums(weights, ((0, 0),), window, periodic).squeeze(1)
-    if mask.dtype == torch.bool:
-        return counts.round()
-    total = weights.flatten(1).square().sum(1).reshape((-1,) + (1,) * len(window))
-    return torch.where(counts.abs() <= 1e-12 * total, 0.0, counts)
+    return counts_from_correlation(_correlation_sums(weights, ((0, 0),), half_widths, periodic).squeeze(1), mask)
 
 
-def two_point(fields, pairs, mask, window, periodic):
-    """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), fp32 or fp64."""
-    work = _fft.statistics_dtype(fields.dtype)
+def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, nonnegative=False):
+    """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), fp32 or fp64.
+
+    Direct sums of products: non-negative fields give non-negative statistics without a clamp.
+    """
+    work = statistics_dtype(fields.dtype)
     g = fields.to(work) if mask is None else fields.to(work) * mask.to(work).unsqueeze(1)
-    sums = _correlation_sums(g, pairs, window, periodic)
-    counts = pair_counts(mask, g.shape[2:], window, periodic, g.device).to(work).unsqueeze(1)
-    return _fft.divide_by_counts(sums, counts)
+    if counts is None:
+        counts = pair_counts(mask, spatial_shape=g.shape[2:], half_widths=half_widths, periodic=periodic)
+    sums = _correlation_sums(g, pairs, half_widths, periodic)
+    return divide_by_counts(sums, counts.to(device=g.device, dtype=work).unsqueeze(1))

@@ -9,21 +9,15 @@ where s runs over the grid (periodic: s + r wraps) or over the positions with s 
 inside the grid (non-periodic), and m is the mask (1 everywhere without one). N(r) = 0 gives S = 0.
 Output axis a holds r_a, centred: index k_a + r_a, 2 k_a + 1 entries.
 
-Every backend module exposes the same two functions with the same shapes:
-    two_point(fields, pairs, mask, window, periodic) -> (B, P, *window)
-    pair_counts(mask, spatial_shape, window, periodic, device) -> (Bm, *window)
-fields: (B, C, *spatial) real (fp16, bf16, fp32 or fp64; compute in at least fp32); pairs:
-((i, j), ...) channel pairs; mask: None, or (Bm, *spatial) bool (or [0, 1] weights), Bm in {1, B};
-window: k_a per spatial axis (any k_a >= 0). Results are differentiable with respect to the fields.
-A backend that can be missing also has ``unavailable_reason(device) -> str | None``, and one with a
-fused loss has ``pair_distance(fields, target_stats, pairs, mask, window, periodic, weights,
-distance) -> (B,)``, equal to ``loss._distance(two_point(...) - target_stats, weights, distance)``.
-This one computes in float64.
+The backend contract is ``spatialstats._backend.Backend``; this backend computes in float64 (pass
+float64 fields to get float64 results).
 """
 
 import itertools
 
 import torch
+
+from ._common import divide_by_counts, statistics_dtype
 
 
 def _shifted_product_sum(a, b, r, periodic):
@@ -39,27 +33,37 @@ def _shifted_product_sum(a, b, r, periodic):
     return (a[(slice(None),) + s_range] * b[(slice(None),) + s_plus_r_range]).flatten(1).sum(1)
 
 
-def _correlate(a, b, window, periodic):
+def _correlate(a, b, half_widths, periodic):
     """sum_s a(s) b(s + r) for every r of the window: (B, *spatial) -> (B, *window)."""
-    displacements = itertools.product(*(range(-k, k + 1) for k in window))
+    displacements = itertools.product(*(range(-k, k + 1) for k in half_widths))
     sums = [_shifted_product_sum(a, b, r, periodic) for r in displacements]
-    return torch.stack(sums, dim=-1).reshape(a.shape[0], *(2 * k + 1 for k in window))
+    return torch.stack(sums, dim=-1).reshape(a.shape[0], *(2 * k + 1 for k in half_widths))
 
 
-def pair_counts(mask, spatial_shape, window, periodic, device=None):
+def unavailable_reason(device):
+    """None: plain torch runs on every device."""
+    return None
+
+
+def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     """N(r) for every r of the window, float64: (Bm, *window), Bm = 1 without a mask."""
     if mask is None:
         m = torch.ones((1, *spatial_shape), dtype=torch.float64, device=device)
     else:
         m = mask.to(torch.float64)
-    return _correlate(m, m, window, periodic)
+    return _correlate(m, m, half_widths, periodic)
 
 
-def two_point(fields, pairs, mask, window, periodic):
-    """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), float64."""
+def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, nonnegative=False):
+    """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), computed in float64 and
+    returned in the statistics dtype of the fields (float64 for float64, else float32).
+
+    ``counts`` and ``nonnegative`` are not needed here: the counts are recomputed, and sums of
+    products of non-negative numbers are non-negative.
+    """
     f = fields.to(torch.float64)
     if mask is not None:
         f = f * mask.to(torch.float64).unsqueeze(1)
-    counts = pair_counts(mask, f.shape[2:], window, periodic, f.device).unsqueeze(1)
-    sums = torch.stack([_correlate(f[:, i], f[:, j], window, periodic) for i, j in pairs], dim=1)
-    return torch.where(counts > 0, sums / torch.where(counts > 0, counts, 1.0), 0.0)
+    n = pair_counts(mask, spatial_shape=f.shape[2:], half_widths=half_widths, periodic=periodic, device=f.device)
+    sums = torch.stack([_correlate(f[:, i], f[:, j], half_widths, periodic) for i, j in pairs], dim=1)
+    return divide_by_counts(sums, n.unsqueeze(1)).to(statistics_dtype(fields.dtype))

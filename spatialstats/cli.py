@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
-from . import ops
-from .io import image_labels, label_array, read_array, write_label_image
+from . import _backend, ops
+from .io import RELABEL, check_phase_labels, image_labels, label_array, read_array, write_label_image
 
 DESCRIPTION = """\
 Exact two-point statistics of microstructure images.
@@ -22,12 +22,15 @@ normalised by its number of pairs). The output has 2K + 1 entries per axis; inde
 
 STATS_EPILOG = """\
 inputs:
-  .npy        a 2D label image or 3D label volume of integers 0..n-1 (the value is the phase)
+  .npy        a 2D label image or 3D label volume of integers 0..n-1, every phase present
+              (the value is the phase)
   .png/.tif   a 2D phase map (a multi-page TIFF is a 3D volume); its distinct grey values or
-              colours, sorted, become phases 0..n-1 (the mapping is printed)
+              colours, sorted, become phases 0..n-1 (the mapping is printed); an alpha channel
+              must be opaque (give invalid regions with --mask)
 output:
-  OUT.npy     float64 array (P, *window): the auto-correlation of each chosen phase, then with
-              --cross the cross-correlations (i, j), i < j; the order is printed
+  OUT.npy     float64 array (P, *window), .npy appended to OUT if missing: the auto-correlation
+              of each chosen phase, then with --cross the cross-correlations (i, j), i < j; the
+              order is printed
 examples:
   spatialstats stats alloy.png --cutoff 32 --no-periodic --out alloy_s2.npy --plot alloy_s2.png
   spatialstats stats volume.npy --phases 1 --out s2.npy
@@ -47,6 +50,7 @@ def _read_labels(path):
     array = read_array(path)
     if str(path).lower().endswith(".npy"):
         labels = label_array(array, name=str(path))
+        check_phase_labels(np.unique(labels), str(path), f"{RELABEL} (a .png or .tif maps its values to phases)")
         return labels, [str(p) for p in range(int(labels.max()) + 1)]
     labels, values = image_labels(array, name=str(path))
     return labels, [f"value {v}" for v in values]
@@ -54,8 +58,8 @@ def _read_labels(path):
 
 def _read_mask(path, shape):
     array = read_array(path)
-    if array.ndim == len(shape) + 1 and array.shape[-1] in (3, 4):
-        array = array[..., :3].max(axis=-1)
+    if array.ndim == len(shape) + 1 and array.shape[-1] == 3:
+        array = array.max(axis=-1)
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{path}: mask shape {tuple(array.shape)} differs from the image shape {tuple(shape)}")
     return array != 0
@@ -82,8 +86,9 @@ def run_stats(args):
     print(f"{args.image}: {shape}, {len(names)} phases, window {window}")
     for phase, name in enumerate(names):
         print(f"  phase {phase} ({name}): volume fraction {np.mean(labels[inside] == phase):.6f}")
-    np.save(args.out, stats)
-    print(f"wrote {args.out}: statistics {', '.join(f'S{i}{j}' for i, j in result.pairs)} along axis 0")
+    written = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # np.save appends .npy
+    np.save(written, stats)
+    print(f"wrote {written}: statistics {', '.join(f'S{i}{j}' for i, j in result.pairs)} along axis 0")
     if args.plot:
         from .plot import plot_statistics
 
@@ -195,7 +200,7 @@ def build_parser():
     stats.add_argument("--mask", help="file of the image's shape, non-zero where the image is valid")
     stats.add_argument("--phases", type=int, nargs="+", help="only these phases (default: all)")
     stats.add_argument("--cross", action="store_true", help="also the cross-correlations of every pair of phases")
-    stats.add_argument("--backend", default="auto", choices=("auto",) + ops.BACKENDS, help="computation backend")
+    stats.add_argument("--backend", default="auto", choices=("auto", *_backend.BACKENDS), help="computation backend")
     stats.set_defaults(handler=run_stats)
     recon = commands.add_parser(
         "reconstruct",
@@ -220,7 +225,7 @@ def build_parser():
     recon.add_argument("--tolerance", type=float, default=0.0, help="stop a sample at this RMS error (default 0)")
     recon.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
     recon.add_argument("--device", help="torch device to compute on (default: cpu)")
-    recon.add_argument("--backend", default="auto", choices=("auto",) + ops.BACKENDS, help="computation backend")
+    recon.add_argument("--backend", default="auto", choices=("auto", *_backend.BACKENDS), help="computation backend")
     recon.set_defaults(handler=run_reconstruct)
     try:
         from model.cli import add_commands
@@ -239,7 +244,7 @@ def main(argv=None):
         return 0
     try:
         return args.handler(args)
-    except (ValueError, TypeError, ImportError, OSError, ops.BackendUnavailableError) as error:
+    except (ValueError, TypeError, ImportError, OSError, _backend.BackendUnavailableError) as error:
         print(f"spatialstats {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,7 @@ raises ``RuntimeError``.
 import torch
 
 from . import ops
+from ._backend import check_backend, dispatch
 
 
 def two_point_stats(arr1, arr2, periodic_boundary=True, cutoff=None, mask=None, *, backend="auto"):
@@ -28,26 +29,35 @@ def two_point_stats(arr1, arr2, periodic_boundary=True, cutoff=None, mask=None, 
     Returns:
         (n_samples, *[2 * cutoff + 1] * spatial_dims); index cutoff + r holds displacement r.
     """
-    a, kind = ops.as_tensor(arr1, "arr1")
-    b, b_kind = ops.as_tensor(arr2, "arr2")
+    a, kind, a_valid = ops.as_tensor(arr1, "arr1")
+    b, b_kind, b_valid = ops.as_tensor(arr2, "arr2")
     if a.ndim not in (2, 3, 4):
         raise ValueError(
             f"arr1 must have shape (n_samples, *spatial) with 1 to 3 spatial axes, got shape {tuple(a.shape)}"
         )
     d = a.ndim - 1
     periodic = ops.check_flag(periodic_boundary, "periodic_boundary")
-    ops.check_field(a, "arr1", d, indicator_ints=False)
-    ops.check_field(b, "arr2", d, indicator_ints=False)
+    check_backend(backend)
+    for t, name in ((a, "arr1"), (b, "arr2")):
+        ops.check_shape(t, name, d)
+        ops.check_values(t, name, indicator_ints=False)
     ops.check_partner(b, b_kind, "arr2", a, kind, "arr1")
     spatial = tuple(a.shape[1:])
     largest = (min(spatial) - 1) // 2
-    requested = ops.resolve_window(largest if cutoff is None else cutoff, spatial, periodic)
-    window = tuple(min(k, largest) for k in requested)
-    flat_mask, _ = ops.prepare_mask(mask, kind, a.shape[:1], spatial, a.device, weights=True)
+    requested = ops.check_cutoff(largest if cutoff is None else cutoff, d)
+    window = tuple(min(k, largest) for k in requested)  # PyMKS clips the cutoff
+    valid = a_valid if b_valid is None else (b_valid if a_valid is None else a_valid & b_valid)
+    flat_mask, _ = ops.prepare_mask(mask, kind, a.shape[:1], spatial, a.device, weights=True, valid=valid)
     if arr1 is arr2:
         fields, pairs = a.unsqueeze(1), ((0, 0),)
     else:
         fields, pairs = torch.stack([a, b], dim=1), ((0, 1),)
-    fields = ops.working_fields(fields, kind)
-    stats = ops.compute(fields, pairs, flat_mask, window, periodic, backend)
+    stats = dispatch(
+        ops.working_fields(fields, kind),
+        pairs=pairs,
+        half_widths=window,
+        periodic=periodic,
+        mask=flat_mask,
+        backend=backend,
+    )
     return ops.to_kind(stats.squeeze(1), kind)

@@ -6,11 +6,13 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".npy", ".png", ".tif", ".tiff")
 MAX_IMAGE_PHASES = 16
+RELABEL = "relabel with numpy.unique(labels, return_inverse=True)[1].reshape(labels.shape)"
 
 
 def read_array(path):
-    """The array stored in ``path``: .npy as saved; .png/.tif(f) as (H, W) or (H, W, channels),
-    a multi-page TIFF as (pages, H, W)."""
+    """The array stored in ``path``: .npy as saved; .png/.tif(f) as (H, W) or (H, W, 3), a multi-page
+    TIFF as (pages, H, W). An alpha channel that is opaque everywhere is dropped; one with
+    transparent pixels is an error (a phase map has no transparency: give the valid region as a mask)."""
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}")
@@ -30,19 +32,34 @@ def read_array(path):
             pages = []
             for index in range(getattr(image, "n_frames", 1)):
                 image.seek(index)
-                pages.append(np.asarray(image.convert("RGB") if image.mode == "P" else image))
+                pages.append(_without_alpha(image, path))
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from None
     return pages[0] if len(pages) == 1 else np.stack(pages)
 
 
+def _without_alpha(image, path):
+    """One page as (H, W) grey or (H, W, 3) colour; its alpha channel, if any, must be opaque."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise ValueError(
+                f"{path}: {np.count_nonzero(alpha < 255)} pixels are (partly) transparent, but a phase map has no "
+                "transparency; remove the alpha channel, or save the valid region as a separate mask file (--mask)"
+            )
+        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
+    return np.asarray(image)
+
+
 def image_labels(array, name="image"):
     """(labels, values): phases 0..n-1 numbered by the sorted distinct values (or colours) of an image.
 
-    ``array``: (H, W), (H, W, 3|4) colour, or (D, H, W). ``values[p]`` is the grey value or colour of phase p.
+    ``array``: (H, W), (H, W, 3) colour, or (D, H, W). ``values[p]`` is the grey value or colour of phase p.
     """
     array = np.asarray(array)
-    colour = array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8
+    colour = array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8
     flat = array.reshape(-1, array.shape[-1]) if colour else array.reshape(-1, 1)
     values, inverse = np.unique(flat, axis=0, return_inverse=True)
     if len(values) > MAX_IMAGE_PHASES:
@@ -67,6 +84,20 @@ def label_array(array, name="image"):
     if array.size and array.min() < 0:
         raise ValueError(f"{name} has negative labels; expected phases 0..n-1")
     return array.astype(np.int64)
+
+
+def check_phase_labels(present, name, advice=RELABEL):
+    """The labels ``present`` (integers) must be the phases 0..n-1, every one of them present: a label
+    image with gaps (e.g. {0, 255}) is an error, not 256 phases."""
+    present = sorted(int(v) for v in present)
+    if present and present[0] < 0:
+        raise ValueError(f"{name} is a label image and must hold phases 0..n-1, but it has negative labels")
+    if present and present[-1] + 1 != len(present):
+        shown = ", ".join(map(str, present[:8])) + (", ..." if len(present) > 8 else "")
+        raise ValueError(
+            f"{name} holds the labels {{{shown}}} but phase labels must be 0..n-1 with every phase present "
+            f"({present[-1] + 1 - len(present)} of 0..{present[-1]} are missing); {advice}"
+        )
 
 
 def write_label_image(path, labels, values):

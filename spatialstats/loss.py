@@ -1,36 +1,40 @@
 """TwoPointLoss: the distance between the two-point statistics of a prediction and a target.
 
-For predictions and targets of shape (N, C, *spatial) (C phase probabilities per pixel, 1 to 3
-spatial axes) and the chosen phase pairs P, with D = S(pred) - S(target) of shape (N, P, *window)
-and optional per-displacement weights w (broadcastable to (P, *window)):
+For predictions and targets of shape (N, C, *spatial) (C phase probabilities per pixel,
+``spatial_dims`` spatial axes) and the chosen phase pairs P, with D = S(pred) - S(target) of shape
+(N, P, *window) and optional per-displacement weights w (broadcastable to (P, *window)):
 
     distance="l2":  d_n = sqrt(sum w D_n^2)      (the paper's per-sample Euclidean norm, Eq. 1)
     distance="mse": d_n = mean(w D_n^2)
 
-reduced over the batch by "mean", "sum" or "none". The statistics are computed in float32 (float64
-for float64 predictions), also under autocast.
+reduced over the batch by "mean", "sum" or "none". The window holds each distinct displacement once
+(periodic: cutoff <= (n - 1) // 2). The statistics are computed in float32 (float64 for float64
+predictions), also under autocast; the target is read in that dtype too, whatever its own.
 """
 
 import numpy as np
 import torch
 
 from . import ops
+from ._backend import check_backend, dispatch
+from ._common import DISTANCES, statistics_dtype, window_shape
 
-DISTANCES = ("l2", "mse")
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_options(cutoff, periodic, distance, reduction):
-    if cutoff is not None:
-        ops.resolve_window(cutoff, (1,) * (len(cutoff) if isinstance(cutoff, (tuple, list)) else 1), True)
+def _check_options(cutoff, spatial_dims, periodic, distance, reduction, backend):
+    d = ops.check_spatial_dims(spatial_dims)
+    ops.check_cutoff(cutoff, d)
     ops.check_flag(periodic, "periodic")
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {list(DISTANCES)}, got {distance!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    check_backend(backend)
+    return d
 
 
-def _check_prediction(t, name, *, allow_bool):
+def _check_prediction(t, name, spatial_dims, *, allow_bool):
     if not isinstance(t, torch.Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of phase probabilities (N, C, *spatial), got {type(t).__name__}"
@@ -40,24 +44,14 @@ def _check_prediction(t, name, *, allow_bool):
             f"{name} must hold phase probabilities as a floating tensor, got dtype {t.dtype}; "
             "convert a label image with torch.nn.functional.one_hot(labels).movedim(-1, 1).float()"
         )
-    if t.ndim not in (3, 4, 5):
+    if t.ndim != spatial_dims + 2:
         raise ValueError(
-            f"{name} must have shape (N, C, *spatial) with 1 to 3 spatial axes, got shape {tuple(t.shape)}"
+            f"{name} must have shape (N, C, *spatial) with spatial_dims={spatial_dims} spatial axes, i.e. "
+            f"{spatial_dims + 2} axes, got shape {tuple(t.shape)}"
+            + ("; add the channel axis with .unsqueeze(1)" if t.ndim == spatial_dims + 1 else "")
         )
-    ops.check_field(t, name, t.ndim - 2)
-
-
-def _distance(diff, weights, distance):
-    """Per-sample distance of D (N, P, *window): (N,)."""
-    squares = diff.square()
-    if weights is not None:
-        squares = squares * weights
-    if distance == "mse":
-        return squares.flatten(1).mean(1)
-    total = squares.flatten(1).sum(1)
-    positive = total > 0
-    # sqrt has an infinite slope at 0: give the zero distance a zero gradient instead of NaN.
-    return torch.where(positive, torch.where(positive, total, 1.0).sqrt(), 0.0)
+    ops.check_shape(t, name, spatial_dims)
+    return ops.check_values(t, name)
 
 
 def _reduce(values, reduction):
@@ -69,27 +63,27 @@ def _reduce(values, reduction):
 
 
 def _prepare(pred, periodic, phases, pairs, cutoff, mask):
-    """(pairs, window, flat mask) for predictions of shape (N, C, *spatial)."""
+    """(pairs, half-widths, flat mask) for predictions of shape (N, C, *spatial)."""
     spatial = tuple(pred.shape[2:])
     chosen = ops.check_pairs(pairs, ops.check_phases(phases, pred.shape[1]))
-    window = ops.resolve_window(cutoff, spatial, periodic)
+    window = ops.resolve_window(cutoff, spatial, periodic, distinct_only=True)
     flat_mask, _ = ops.prepare_mask(mask, "torch", pred.shape[:1], spatial, pred.device)
     return chosen, window, flat_mask
 
 
-def _check_weights(weights, n_pairs, window, like):
+def _check_weights(weights, n_pairs, window, dtype, device):
     if weights is None:
         return None
-    w = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
-    target_shape = (n_pairs, *ops.window_shape(window))
+    w = torch.as_tensor(weights, dtype=dtype, device=device)
+    target_shape = (n_pairs, *window_shape(window))
     try:
         broadcast = torch.broadcast_shapes(tuple(w.shape), target_shape)
     except RuntimeError:
         broadcast = None
     if broadcast != target_shape:
         raise ValueError(f"weights of shape {tuple(w.shape)} do not broadcast to (P, *window) = {target_shape}")
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError("weights must be finite and non-negative")
+    low, high = torch.aminmax(w)
+    ops.require(torch.isfinite(high) & (low >= 0), "weights must be finite and non-negative")
     return w
 
 
@@ -100,17 +94,25 @@ def _check_target_stats(target_stats, expected, device):
         raise ValueError(f"target_stats must have shape (N, P, *window) = {expected}, got {tuple(target_stats.shape)}")
     if target_stats.device != device:
         raise ValueError(f"target_stats is on {target_stats.device} but pred is on {device}; put both on one device")
-    if not bool(torch.isfinite(target_stats).all()):
-        raise ValueError("target_stats contains NaN or infinite values")
+    ops.check_values(target_stats, "target_stats")
 
 
-def two_point_statistics(x, *, cutoff=None, periodic=True, phases=None, pairs="auto", mask=None, backend="auto"):
+def two_point_statistics(
+    x, *, spatial_dims=2, cutoff=None, periodic=True, phases=None, pairs="auto", mask=None, backend="auto"
+):
     """Statistics as the loss compares them: (N, C, *spatial) -> (N, P, *window) float32/float64."""
-    _check_prediction(x, "x", allow_bool=True)
-    periodic = ops.check_flag(periodic, "periodic")
-    chosen, window, flat_mask = _prepare(x, periodic, phases, pairs, cutoff, mask)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return ops.compute(ops.working_fields(x, "torch"), chosen, flat_mask, window, periodic, backend)
+    d = _check_options(cutoff, spatial_dims, periodic, "l2", "mean", backend)
+    nonnegative = _check_prediction(x, "x", d, allow_bool=True)
+    chosen, window, flat_mask = _prepare(x, bool(periodic), phases, pairs, cutoff, mask)
+    return dispatch(
+        ops.working_fields(x, "torch"),
+        pairs=chosen,
+        half_widths=window,
+        periodic=bool(periodic),
+        mask=flat_mask,
+        backend=backend,
+        nonnegative=nonnegative,
+    )
 
 
 def two_point_loss(
@@ -118,6 +120,7 @@ def two_point_loss(
     target=None,
     *,
     target_stats=None,
+    spatial_dims=2,
     cutoff=None,
     periodic=True,
     phases=None,
@@ -131,40 +134,46 @@ def two_point_loss(
     """Distance between the two-point statistics of ``pred`` and of ``target`` (or ``target_stats``).
 
     Args:
-        pred: (N, C, *spatial) float phase probabilities (differentiable).
-        target: (N, C, *spatial) float or bool; or pass ``target_stats`` (N, P, *window) instead,
-            e.g. from :meth:`TwoPointLoss.precompute`.
-        cutoff, periodic, mask, backend: as in :func:`spatialstats.two_point`.
+        pred: (N, C, *spatial) float phase probabilities (differentiable), ``spatial_dims`` spatial axes.
+        target: (N, C, *spatial) float or bool, read in pred's compute dtype; or pass ``target_stats``
+            (N, P, *window) instead, e.g. from :meth:`TwoPointLoss.precompute`.
+        spatial_dims: number of spatial axes (1, 2 or 3); pred must have spatial_dims + 2 axes.
+        cutoff, periodic, mask, backend: as in :func:`spatialstats.two_point`; the window must hold
+            distinct displacements only (cutoff <= (n - 1) // 2 periodic, <= n - 1 non-periodic).
         phases, pairs: which statistics to compare, as in :func:`spatialstats.two_point_all`.
         distance: "l2" (per-sample Euclidean norm) or "mse" (per-sample mean of squares).
         reduction: "mean", "sum" or "none" over the batch.
         weights: per-displacement weights broadcastable to (P, *window), or a scalar.
 
     Returns:
-        A scalar (or (N,) for reduction="none").
+        A scalar (or (N,) for reduction="none"), float32 (float64 for float64 predictions).
     """
-    _check_options(cutoff, periodic, distance, reduction)
-    _check_prediction(pred, "pred", allow_bool=False)
+    d = _check_options(cutoff, spatial_dims, periodic, distance, reduction, backend)
+    _check_prediction(pred, "pred", d, allow_bool=False)
     if (target is None) == (target_stats is None):
         raise ValueError("pass exactly one of target (N, C, *spatial) and target_stats (N, P, *window)")
+    periodic = bool(periodic)
     chosen, window, flat_mask = _prepare(pred, periodic, phases, pairs, cutoff, mask)
-    with torch.autocast(device_type=pred.device.type, enabled=False):
-        module = ops.resolve_backend(backend, pred, chosen, window, periodic)
-        if target is not None:
-            _check_prediction(target, "target", allow_bool=True)
-            ops.check_partner(target, "torch", "target", pred, "torch", "pred")
-            target_fields = target.to(pred.dtype)
-            target_stats = module.two_point(target_fields, chosen, flat_mask, window, periodic)
-        else:
-            _check_target_stats(target_stats, (pred.shape[0], len(chosen), *ops.window_shape(window)), pred.device)
-        target_stats = target_stats.to(ops.result_dtype(pred))
-        w = _check_weights(weights, len(chosen), window, target_stats)
-        fused = getattr(module, "pair_distance", None)
-        if fused is not None:
-            per_sample = fused(pred, target_stats, chosen, flat_mask, window, periodic, w, distance)
-        else:
-            pred_stats = module.two_point(pred, chosen, flat_mask, window, periodic).to(target_stats.dtype)
-            per_sample = _distance(pred_stats - target_stats, w, distance)
+    work = statistics_dtype(pred.dtype)
+    if target is not None:
+        _check_prediction(target, "target", d, allow_bool=True)
+        ops.check_partner(target, "torch", "target", pred, "torch", "pred", same_dtype=False)
+        target = target.to(work)
+    else:
+        _check_target_stats(target_stats, (pred.shape[0], len(chosen), *window_shape(window)), pred.device)
+        target_stats = target_stats.to(work)
+    per_sample = dispatch(
+        pred,
+        pairs=chosen,
+        half_widths=window,
+        periodic=periodic,
+        mask=flat_mask,
+        backend=backend,
+        target=target,
+        target_stats=target_stats,
+        weights=_check_weights(weights, len(chosen), window, work, pred.device),
+        distance=distance,
+    )
     return _reduce(per_sample, reduction)
 
 
@@ -181,6 +190,7 @@ class TwoPointLoss(torch.nn.Module):
         self,
         cutoff=None,
         *,
+        spatial_dims=2,
         periodic=True,
         phases=None,
         pairs="auto",
@@ -190,7 +200,7 @@ class TwoPointLoss(torch.nn.Module):
         backend="auto",
     ):
         super().__init__()
-        _check_options(cutoff, periodic, distance, reduction)
+        self.spatial_dims = _check_options(cutoff, spatial_dims, periodic, distance, reduction, backend)
         self.cutoff, self.periodic, self.phases, self.pairs = cutoff, periodic, phases, pairs
         self.distance, self.reduction, self.backend = distance, reduction, backend
         self.register_buffer("weights", None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
@@ -199,6 +209,7 @@ class TwoPointLoss(torch.nn.Module):
         """The statistics this loss compares: (N, C, *spatial) -> (N, P, *window)."""
         return two_point_statistics(
             x,
+            spatial_dims=self.spatial_dims,
             cutoff=self.cutoff,
             periodic=self.periodic,
             phases=self.phases,
@@ -225,6 +236,7 @@ class TwoPointLoss(torch.nn.Module):
             pred,
             target,
             target_stats=target_stats,
+            spatial_dims=self.spatial_dims,
             cutoff=self.cutoff,
             periodic=self.periodic,
             phases=self.phases,
@@ -238,6 +250,7 @@ class TwoPointLoss(torch.nn.Module):
 
     def extra_repr(self):
         return (
-            f"cutoff={self.cutoff}, periodic={self.periodic}, phases={self.phases}, pairs={self.pairs!r}, "
-            f"distance={self.distance!r}, reduction={self.reduction!r}, backend={self.backend!r}"
+            f"cutoff={self.cutoff}, spatial_dims={self.spatial_dims}, periodic={self.periodic}, "
+            f"phases={self.phases}, pairs={self.pairs!r}, distance={self.distance!r}, "
+            f"reduction={self.reduction!r}, backend={self.backend!r}"
         )

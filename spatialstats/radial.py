@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import ops
+from ._common import statistics_dtype
 
 
 class RadialProfile(NamedTuple):
@@ -123,15 +124,16 @@ def radial_profile(stats, *, spatial_dims=2, bins=100, voxel_size=1.0, r_max=Non
         (``distance``, ``bin_edges``, ``probability_scaled``). A bin without displacements raises.
     """
     d = ops.check_spatial_dims(spatial_dims)
-    t, kind = ops.as_tensor(stats, "stats")
-    ops.check_field(t, "stats", d, indicator_ints=False)
+    t, kind = ops.as_unmasked_tensor(stats, "stats")
+    ops.check_shape(t, "stats", d)
+    ops.check_values(t, "stats", indicator_ints=False)
     batch, shape = tuple(t.shape[: t.ndim - d]), tuple(t.shape[t.ndim - d :])
     window = _window_half_widths(shape, d)
     voxel_size = _check_voxel_size(voxel_size)
     edges = _bin_edges(bins, window, r_max)
     index, counts = _ring_index(window, tuple(edges.tolist()), t.device)
     values = ops.working_fields(t, kind)
-    values = values.to(ops.result_dtype(values)).reshape(-1, index.numel())
+    values = values.to(statistics_dtype(values.dtype)).reshape(-1, index.numel())
     sums = values.new_zeros(values.shape[0], len(counts) + 1).index_add(1, index, values)
     probability = sums[:, : len(counts)] / torch.from_numpy(counts).to(values)
     distance = torch.from_numpy((edges[1:] + edges[:-1]) / 2 * voxel_size)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from . import ops
+from .io import check_phase_labels
 from .loss import _check_weights, two_point_loss, two_point_statistics
 
 _STATISTICS_TOLERANCE = 1e-3
@@ -121,7 +122,7 @@ def _as_tensors(values, name):
         label = name if len(values) == 1 else f"{name}[{index}]"
         if isinstance(value, ops.TwoPointAll):
             value = value.stats
-        t, kind = ops.as_tensor(value, label)
+        t, kind = ops.as_unmasked_tensor(value, label)
         tensors.append((label, t))
         kinds.add(kind)
     if len(kinds) > 1:
@@ -143,11 +144,11 @@ def _example_statistics(examples, spatial_dims, cutoff, periodic, backend, devic
                 f"{name} must be a {spatial_dims}D label image (spatial_dims={spatial_dims}), "
                 f"got shape {tuple(t.shape)}"
             )
-        ops.check_field(t, name, spatial_dims, indicator_ints=False)
-        if bool((t < 0).any()):
-            raise ValueError(f"{name} is a label image and must hold phases 0..n-1, but it has negative labels")
+        ops.check_shape(t, name, spatial_dims)
         labels.append((name, t.to(device=device, dtype=torch.int64)))
-    n_phases = max(int(t.max()) for _, t in labels) + 1
+    present = sorted(set().union(*(torch.unique(t).tolist() for _, t in labels)))
+    check_phase_labels(present, "the example" if len(labels) == 1 else "the examples together")
+    n_phases = present[-1] + 1
     if n_phases < 2:
         raise ValueError("the example holds a single phase; a label image needs phases 0..n-1 with n >= 2")
     stats, fractions = [], []
@@ -229,7 +230,7 @@ def _given_statistics(statistics, spatial_dims, cutoff, periodic, device):
         t = t.to(device=device, dtype=torch.float64)
         n_phases.add(_check_statistics(t, name, periodic))
         half = tuple(w // 2 for w in t.shape[1:])
-        window = ops.resolve_window(cutoff, t.shape[1:], True) if cutoff is not None else half
+        window = ops.check_cutoff(cutoff, len(half)) if cutoff is not None else half
         if any(k > h for k, h in zip(window, half)):
             raise ValueError(
                 f"{name} has the window half-widths {half}, smaller than cutoff={cutoff!r}; pass cutoff={min(half)}"
@@ -340,6 +341,7 @@ class _Objective:
         per_sample = two_point_loss(
             fields,
             target_stats=self.target.expand(labels.shape[0], *self.target.shape),
+            spatial_dims=labels.ndim - 1,
             cutoff=self.window,
             periodic=self.periodic,
             pairs=self.pairs,
@@ -426,7 +428,12 @@ def _error(labels, views, chosen, n_phases, window_shape, periodic, backend):
     """RMS of S - T per sample over the chosen pairs and every view: (B,)."""
     fields = torch.nn.functional.one_hot(labels, n_phases).movedim(-1, 1).to(torch.float32)
     stats = two_point_statistics(
-        fields, cutoff=tuple(w // 2 for w in window_shape), periodic=periodic, pairs=chosen, backend=backend
+        fields,
+        spatial_dims=fields.ndim - 2,
+        cutoff=tuple(w // 2 for w in window_shape),
+        periodic=periodic,
+        pairs=chosen,
+        backend=backend,
     ).double()
     all_pairs = ops.check_pairs("all", tuple(range(n_phases)))
     squares, count = 0.0, 0
@@ -502,7 +509,7 @@ def reconstruct(
     if shape is None:
         if statistics is not None or isinstance(example, (list, tuple)):
             raise ValueError("shape is required with statistics or a list of examples")
-        shape = tuple(ops.as_tensor(example, "example")[0].shape)
+        shape = tuple(ops.as_unmasked_tensor(example, "example")[0].shape)
     shape = _check_shape(shape, n_dims_in)
     name = "example" if example is not None else "statistics"
     inputs, kind = _as_tensors(_sources(example if example is not None else statistics, name, len(shape)), name)
@@ -519,7 +526,8 @@ def reconstruct(
     _check_fits(shape, [w // 2 for w in window_shape], periodic, "shape")
     user_weights = None
     if weights is not None:
-        user_weights = _check_weights(weights, len(chosen), [w // 2 for w in stats[0].shape[1:]], stats[0])
+        half_widths = [w // 2 for w in stats[0].shape[1:]]
+        user_weights = _check_weights(weights, len(chosen), half_widths, stats[0].dtype, stats[0].device)
     objective = _Objective(views, chosen, user_weights, window_shape, n_phases, periodic, backend)
 
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import spatialstats as ss
+from spatialstats import _backend
 from spatialstats.compat import two_point_stats
 
 from .conftest import requires_cuda
@@ -114,10 +115,15 @@ def test_device_mismatch():
 
 
 def test_unavailable_backend_says_why(monkeypatch):
-    monkeypatch.setitem(ss.ops._BACKEND_MODULES, "native", "spatialstats._missing_for_test")
-    with pytest.raises(ss.BackendUnavailableError, match=r"native.*cannot import"):
-        ss.two_point(IMAGE, backend="native")
-    assert "cannot import" in ss.available_backends("cpu")["native"]
+    monkeypatch.setitem(_backend._MODULES, "native", "spatialstats._missing_for_test")
+    _backend.clear_caches()
+    try:
+        with pytest.raises(ss.BackendUnavailableError, match=r"native.*cannot import"):
+            ss.two_point(IMAGE, backend="native")
+        assert "cannot import" in ss.available_backends("cpu")["native"]
+    finally:
+        monkeypatch.undo()
+        _backend.clear_caches()
 
 
 def test_environment_backend_must_be_known(monkeypatch):

@@ -11,7 +11,7 @@ import torch
 
 import spatialstats
 from spatialstats import _fft, _ref
-from spatialstats.ops import window_shape
+from spatialstats._common import window_shape
 
 pytest.importorskip("triton")
 from spatialstats import _triton
@@ -41,8 +41,8 @@ def make_mask(kind, batch, spatial, device):
 
 
 def assert_matches_reference(fields, pairs, mask, window, periodic, tolerance):
-    result = _triton.two_point(fields, pairs, mask, window, periodic)
-    expected = _ref.two_point(fields, pairs, mask, window, periodic)
+    result = _triton.two_point(fields, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
+    expected = _ref.two_point(fields.double(), pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
     assert result.shape == (fields.shape[0], len(pairs), *window_shape(window))
     assert result.dtype == (torch.float64 if fields.dtype == torch.float64 else torch.float32)
     torch.testing.assert_close(result.double(), expected, atol=tolerance, rtol=tolerance)
@@ -81,8 +81,13 @@ def test_masks(mask_kind, spatial, window, periodic, device):
     fields = torch.rand((2, 2, *spatial), generator=torch.Generator().manual_seed(2)).to(device)
     mask = make_mask(mask_kind, 2, spatial, device)
     assert_matches_reference(fields, MIXED, mask, window, periodic, 1e-5)
-    counts = _triton.pair_counts(mask, spatial, window, periodic, device)
-    torch.testing.assert_close(counts, _ref.pair_counts(mask, spatial, window, periodic, device), atol=1e-9, rtol=1e-9)
+    counts = _triton.pair_counts(mask, spatial_shape=spatial, half_widths=window, periodic=periodic, device=device)
+    torch.testing.assert_close(
+        counts,
+        _ref.pair_counts(mask, spatial_shape=spatial, half_widths=window, periodic=periodic, device=device),
+        atol=1e-9,
+        rtol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -119,12 +124,13 @@ def test_structured_inputs(periodic, device):
     spatial, window = (5, 6), (4, 6)
     zeros = torch.zeros((1, 1, *spatial), device=device)
     assert torch.equal(
-        _triton.two_point(zeros, AUTO[:1], None, window, periodic), torch.zeros(1, 1, 9, 13, device=device)
+        _triton.two_point(zeros, pairs=AUTO[:1], half_widths=window, periodic=periodic),
+        torch.zeros(1, 1, 9, 13, device=device),
     )
     ones = torch.ones((1, 1, *spatial), device=device)
     mask = make_mask("sparse", 1, spatial, device)
-    counts = _triton.pair_counts(mask, spatial, window, periodic, device)
-    stats = _triton.two_point(ones, AUTO[:1], mask, window, periodic)
+    counts = _triton.pair_counts(mask, spatial_shape=spatial, half_widths=window, periodic=periodic, device=device)
+    stats = _triton.two_point(ones, pairs=AUTO[:1], mask=mask, half_widths=window, periodic=periodic)
     assert torch.equal(stats[0, 0], (counts[0] > 0).float())
 
 
@@ -135,14 +141,18 @@ def test_worked_examples(device):
     for periodic, value in ((True, 1 / 7), (False, 1 / 5)):
         expected = torch.zeros((1, 2, 1, 7), device=device)
         expected[0, 0, 0, 5] = expected[0, 1, 0, 1] = value
-        torch.testing.assert_close(_triton.two_point(x, ((0, 1), (1, 0)), None, (0, 3), periodic), expected)
+        torch.testing.assert_close(
+            _triton.two_point(x, pairs=((0, 1), (1, 0)), half_widths=(0, 3), periodic=periodic), expected
+        )
     grid = torch.zeros((1, 2, 5, 5), device=device)
     grid[0, 0, 0, 0] = grid[0, 1, 1, 2] = 1.0
     expected = torch.zeros((1, 1, 5, 5), device=device)
     expected[0, 0, 3, 4] = 1 / 25
-    torch.testing.assert_close(_triton.two_point(grid, CROSS, None, (2, 2), True), expected)
+    torch.testing.assert_close(_triton.two_point(grid, pairs=CROSS, half_widths=(2, 2), periodic=True), expected)
     indicator = (torch.rand((1, 1, 6, 8), generator=torch.Generator().manual_seed(6)) < 0.4).float().to(device)
-    stats = _triton.two_point(indicator, AUTO[:1], None, (3, 4), True)[0, 0, :6, :8]  # all 48 distinct r
+    stats = _triton.two_point(indicator, pairs=AUTO[:1], half_widths=(3, 4), periodic=True)[
+        0, 0, :6, :8
+    ]  # all 48 distinct r
     fraction = indicator.mean()
     torch.testing.assert_close(stats[3, 4], fraction)
     torch.testing.assert_close(stats.mean(), fraction**2)
@@ -171,7 +181,12 @@ def test_availability(device):
 
 def test_rejects_integer_fields(device):
     with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
-        _triton.two_point(torch.ones((1, 1, 4, 4), dtype=torch.int32, device=device), AUTO[:1], None, (1, 1), True)
+        _triton.two_point(
+            torch.ones((1, 1, 4, 4), dtype=torch.int32, device=device),
+            pairs=AUTO[:1],
+            half_widths=(1, 1),
+            periodic=True,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,7 +206,7 @@ GRADIENT_CASES = [
 
 def stats_and_gradient(module, fields, pairs, mask, window, periodic, upstream):
     fields = fields.detach().requires_grad_(True)
-    stats = module.two_point(fields, pairs, mask, window, periodic)
+    stats = module.two_point(fields, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
     (gradient,) = torch.autograd.grad((stats * upstream).sum(), fields)
     return stats, gradient
 
@@ -220,7 +235,7 @@ def test_gradient_central_differences_float32(spatial, window, periodic, pairs, 
     _, gradient = stats_and_gradient(_triton, fields, pairs, None, window, periodic, upstream)
 
     def objective(f):
-        return (_triton.two_point(f, pairs, None, window, periodic) * upstream).sum()
+        return (_triton.two_point(f, pairs=pairs, half_widths=window, periodic=periodic) * upstream).sum()
 
     step = 0.25
     difference = (objective(fields + step * direction) - objective(fields - step * direction)) / (2 * step)
@@ -232,7 +247,9 @@ def test_gradcheck_float64(device):
     mask = make_mask("per_sample", 1, (3, 4), device)
     for periodic in (True, False):
         assert torch.autograd.gradcheck(
-            lambda f, periodic=periodic: _triton.two_point(f, MIXED, mask, (1, 2), periodic),
+            lambda f, periodic=periodic: _triton.two_point(
+                f, pairs=MIXED, mask=mask, half_widths=(1, 2), periodic=periodic
+            ),
             (fields.requires_grad_(True),),
             fast_mode=True,
         )
@@ -308,7 +325,7 @@ def test_offsets_beyond_int32():
     fields = torch.zeros((batch, 1, n, n), dtype=torch.bfloat16, device="cuda")
     fields[-1:] = last
     fields.requires_grad_(True)
-    stats = _triton.two_point(fields, AUTO[:1], None, (1, 2), True)
+    stats = _triton.two_point(fields, pairs=AUTO[:1], half_widths=(1, 2), periodic=True)
     upstream = torch.zeros_like(stats)
     upstream[-1] = torch.randn(stats.shape[1:], generator=torch.Generator().manual_seed(18)).to("cuda")
     (gradient,) = torch.autograd.grad((stats * upstream).sum(), fields)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import spatialstats
-from spatialstats import _fft, loss
-from spatialstats.ops import window_shape
+from spatialstats import _backend, _fft
+from spatialstats._common import per_sample_distance, window_shape
 
 pytest.importorskip("triton")
 from spatialstats import _triton
@@ -30,7 +30,25 @@ def distance_and_gradients(pair_distance, pred, target_stats, pairs, mask, windo
 
 
 def unfused(pred, target_stats, pairs, mask, window, periodic, weights, distance):
-    return loss._distance(_fft.two_point(pred, pairs, mask, window, periodic) - target_stats, weights, distance)
+    stats = _fft.two_point(pred, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
+    return per_sample_distance(stats - target_stats, weights, distance)
+
+
+def triton_distance(pred, target_stats, pairs, mask, window, periodic, weights, distance):
+    """The loss term as the dispatch runs it on the triton backend: fused, or statistics then distance."""
+    return _backend._execute(
+        _triton,
+        pred,
+        pairs=pairs,
+        half_widths=window,
+        periodic=periodic,
+        mask=mask,
+        counts=None,
+        target=None,
+        target_stats=target_stats,
+        weights=weights,
+        distance=distance,
+    )
 
 
 FUSED_CASES = [
@@ -74,7 +92,7 @@ def test_fused_equals_unfused(spatial, window, periodic, pairs, mask_kind, weigh
     monkeypatch.setattr(
         _triton, "weighted_squares", lambda *a: fused_calls.append(a) or triton_loss.weighted_squares(*a)
     )
-    fused = distance_and_gradients(_triton.pair_distance, *arguments)
+    fused = distance_and_gradients(triton_distance, *arguments)
     distinct = all(k <= (n // 2 if periodic else n - 1) for k, n in zip(window, spatial))
     assert len(fused_calls) == distinct  # the fused kernels run whenever the window allows
     expected = distance_and_gradients(unfused, *arguments)
@@ -86,7 +104,7 @@ def test_fused_equals_unfused(spatial, window, periodic, pairs, mask_kind, weigh
 def test_fused_dtypes(dtype, device):
     pred, target_stats, _, weights = make_inputs((7, 8), (2, 3), MIXED, None, "full", device, dtype)
     arguments = (pred, target_stats, MIXED, None, (2, 3), False, weights, "l2")
-    values, gradient, _ = distance_and_gradients(_triton.pair_distance, *arguments)
+    values, gradient, _ = distance_and_gradients(triton_distance, *arguments)
     expected, expected_gradient, _ = distance_and_gradients(unfused, pred.double(), *arguments[1:])
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     assert values.dtype == (torch.float64 if dtype == torch.float64 else torch.float32) and gradient.dtype == dtype
@@ -98,7 +116,7 @@ def test_fused_dtypes(dtype, device):
 def test_weights_with_gradient_take_unfused_path(device):
     pred, target_stats, _, weights = make_inputs((6, 7), (2, 2), AUTO, None, "full", device)
     weights.requires_grad_(True)
-    values = _triton.pair_distance(pred, target_stats, AUTO, None, (2, 2), True, weights, "l2")
+    values = triton_distance(pred, target_stats, AUTO, None, (2, 2), True, weights, "l2")
     (gradient,) = torch.autograd.grad(values.sum(), weights)
     (expected,) = torch.autograd.grad(
         unfused(pred, target_stats, AUTO, None, (2, 2), True, weights, "l2").sum(), weights
@@ -108,9 +126,9 @@ def test_weights_with_gradient_take_unfused_path(device):
 
 def test_zero_distance_has_zero_gradient(device):
     pred = torch.rand((2, 2, 6, 5), generator=torch.Generator().manual_seed(22)).to(device)
-    target_stats = _triton.two_point(pred, AUTO, None, (2, 2), True)
+    target_stats = _triton.two_point(pred, pairs=AUTO, half_widths=(2, 2), periodic=True)
     values, gradient, _ = distance_and_gradients(
-        _triton.pair_distance, pred, target_stats, AUTO, None, (2, 2), True, None, "l2"
+        triton_distance, pred, target_stats, AUTO, None, (2, 2), True, None, "l2"
     )
     assert torch.all(values < 1e-6)
     assert torch.isfinite(gradient).all() and gradient.abs().max() < 1e-3
@@ -136,7 +154,8 @@ def test_opcheck(device):
     generator = torch.Generator().manual_seed(24)
     fields = torch.rand((2, 2, 1, 6, 7), generator=generator).to(device).requires_grad_(True)
     target = torch.rand((2, 2, 1, 5, 7), generator=generator).to(device).requires_grad_(True)
-    counts = _fft.pair_counts(None, (6, 7), (2, 3), False, device).reshape(1, 1, 5, 7).float()
+    counts = _fft.pair_counts(None, spatial_shape=(6, 7), half_widths=(2, 3), periodic=False, device=device)
+    counts = counts.reshape(1, 1, 5, 7).float()
     for weights in (None, torch.rand((2, 1, 5, 7), generator=generator).to(device)):
         arguments = (fields, target, weights, counts, [0, 0, 0, 1], [0, 2, 3], False, "tf32x3")
         torch.library.opcheck(triton_loss.weighted_squares, arguments)
@@ -146,7 +165,16 @@ def test_compiles_to_one_graph(device):
     pred, target_stats, mask, weights = make_inputs((6, 7), (2, 3), MIXED, "per_sample", "full", device)
 
     def pair_distance(p):
-        return _triton.pair_distance(p, target_stats, MIXED, mask, (2, 3), True, weights, "l2")
+        return _triton.pair_distance(
+            p,
+            target_stats=target_stats,
+            pairs=MIXED,
+            mask=mask,
+            half_widths=(2, 3),
+            periodic=True,
+            weights=weights,
+            distance="l2",
+        )
 
     compiled = torch.compile(pair_distance, backend="aot_eager", fullgraph=True)
     pred.requires_grad_(True)

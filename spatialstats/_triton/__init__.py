@@ -1,12 +1,11 @@
 """Triton backend of the two-point statistics: fused kernels for CUDA GPUs, and the Triton
 interpreter on the CPU (``TRITON_INTERPRET=1`` before import; for tests).
 
-The backend interface of ``spatialstats._ref``: ``two_point``, ``pair_counts``, ``pair_distance``
+The backend contract of ``spatialstats._backend``: ``two_point``, ``pair_counts``, ``pair_distance``
 (the fused loss term) and ``unavailable_reason``. The kernels (``correlation.py``, ``loss.py``) take
 fields (B, C, n0, n1, n2), so 1D and 2D inputs get unit leading axes, and compute the window of
-distinct displacements: k_a <= n_a // 2 when periodic, k_a <= n_a - 1 when not. This module applies
-the mask (g = m f), divides by the pair counts and maps that window onto the requested one:
-periodic S is periodic in r; non-periodic displacements |r_a| >= n_a have no pairs and give 0.
+distinct displacements (``_common.computed_half_widths``). This module applies the mask (g = m f),
+divides by the pair counts and maps that window onto the requested one (``_common.to_window``).
 """
 
 import os
@@ -14,9 +13,17 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _fft
+from .._common import (
+    computed_half_widths,
+    counts_without_mask,
+    distance_from_squares,
+    divide_by_counts,
+    flat_pairs,
+    statistics_dtype,
+    to_window,
+)
 from .correlation import correlate
-from .loss import distance_from_squares, weighted_squares
+from .loss import weighted_squares
 
 # triton.jit picks the interpreter when the kernels are defined, so this is read once, here.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -50,24 +57,6 @@ def _precision(dtype):
     return "tf32"
 
 
-def _computed_window(spatial_shape, window, periodic):
-    """The distinct displacements the kernels compute: k <= n // 2 periodic, k <= n - 1 not."""
-    return tuple(min(k, n // 2 if periodic else n - 1) for k, n in zip(window, spatial_shape))
-
-
-def _to_window(values, spatial_shape, computed, window, periodic):
-    """Map the trailing window axes from ``computed`` to ``window`` half-widths: periodic, by r mod n;
-    non-periodic, with zeros (no pairs)."""
-    if not periodic:
-        return _fft._pad_to_window(values, computed, window)
-    first_axis = values.ndim - len(window)
-    for axis, (k, kc, n) in enumerate(zip(window, computed, spatial_shape)):
-        if k != kc:
-            r = torch.arange(-k, k + 1, device=values.device) % n
-            values = values.index_select(first_axis + axis, torch.where(r > kc, r - n, r) + kc)
-    return values
-
-
 def _as_3d(values, d):
     """(B, C, *spatial) with d spatial axes -> (B, C, n0, n1, n2), unit leading axes."""
     return values.reshape(*values.shape[:2], *(1,) * (3 - d), *values.shape[2:])
@@ -78,8 +67,8 @@ def _mask_counts(mask, computed, periodic, dtype):
     d = len(computed)
     weights = mask.to(dtype).unsqueeze(1)
     exact = mask.dtype == torch.bool and dtype == torch.float32  # 0/1 products are exact in TF32
-    window3 = [0] * (3 - d) + list(computed)
-    counts = correlate(_as_3d(weights, d), [0, 0], window3, periodic, "tf32" if exact else _precision(dtype))
+    half_widths3 = [0] * (3 - d) + list(computed)
+    counts = correlate(_as_3d(weights, d), [0, 0], half_widths3, periodic, "tf32" if exact else _precision(dtype))
     counts = counts.reshape(mask.shape[0], *(2 * k + 1 for k in computed))
     return counts.round() if mask.dtype == torch.bool else counts
 
@@ -87,76 +76,95 @@ def _mask_counts(mask, computed, periodic, dtype):
 class _Prepared(NamedTuple):
     fields: torch.Tensor  # masked, (B, C, n0, n1, n2)
     pairs: list  # flat [i0, j0, i1, j1, ...]
-    computed: tuple  # computed window, one half-width per spatial axis
-    window3: list  # computed window for the kernels' three axes
+    computed: tuple  # computed half-widths, one per spatial axis
+    half_widths3: list  # computed half-widths for the kernels' three axes
     counts: torch.Tensor  # N(r) over the computed window, (Bm, *window), compute dtype
     precision: str
 
 
-def _prepare(fields, pairs, mask, window, periodic):
+def _prepare(fields, pairs, mask, counts, half_widths, periodic):
     if fields.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"the triton backend takes float16, bfloat16, float32 or float64 fields, got {fields.dtype}")
     spatial = tuple(fields.shape[2:])
     d = len(spatial)
-    dtype = _fft.statistics_dtype(fields.dtype)
-    computed = _computed_window(spatial, window, periodic)
+    dtype = statistics_dtype(fields.dtype)
+    computed = computed_half_widths(spatial, half_widths, periodic)
     if mask is None:
-        counts = _fft.pair_counts(None, spatial, computed, periodic, fields.device).to(dtype)
+        counts = counts_without_mask(spatial, computed, periodic, fields.device).to(dtype)
     else:
-        counts = _mask_counts(mask, computed, periodic, dtype)
+        if counts is None:
+            counts = _mask_counts(mask, computed, periodic, dtype)
+        else:  # counts over the requested window: its centre holds the computed one
+            centre = tuple(slice(k - c, k + c + 1) for k, c in zip(half_widths, computed))
+            counts = counts[(slice(None), *centre)].to(dtype)
         fields = (
             fields * mask.unsqueeze(1) if mask.dtype == torch.bool else fields.to(dtype) * mask.to(dtype).unsqueeze(1)
         )
     return _Prepared(
         fields=_as_3d(fields, d),
-        pairs=[c for pair in pairs for c in pair],
+        pairs=flat_pairs(pairs),
         computed=computed,
-        window3=[0] * (3 - d) + list(computed),
+        half_widths3=[0] * (3 - d) + list(computed),
         counts=counts,
         precision=_precision(fields.dtype),
     )
 
 
-def two_point(fields, pairs, mask, window, periodic):
-    """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), float32 or float64."""
-    prepared = _prepare(fields, pairs, mask, window, periodic)
-    sums = correlate(prepared.fields, prepared.pairs, prepared.window3, periodic, prepared.precision)
+def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, nonnegative=False):
+    """S_ij(r) for each (i, j) in pairs: (B, C, *spatial) -> (B, P, *window), float32 or float64.
+
+    Direct sums of products: non-negative fields give non-negative statistics without a clamp.
+    """
+    prepared = _prepare(fields, pairs, mask, counts, half_widths, periodic)
+    sums = correlate(prepared.fields, prepared.pairs, prepared.half_widths3, periodic, prepared.precision)
     sums = sums.reshape(*sums.shape[:2], *prepared.counts.shape[1:])
-    stats = _fft.divide_by_counts(sums, prepared.counts.unsqueeze(1))
-    return _to_window(stats, fields.shape[2:], prepared.computed, window, periodic)
+    stats = divide_by_counts(sums, prepared.counts.unsqueeze(1))
+    return to_window(stats, fields.shape[2:], prepared.computed, tuple(half_widths), periodic)
 
 
-def pair_counts(mask, spatial_shape, window, periodic, device=None):
+def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     """N(r) for every r of the window, float64: (Bm, *window), Bm = 1 without a mask."""
     if mask is None:
-        return _fft.pair_counts(None, spatial_shape, window, periodic, device)
-    computed = _computed_window(spatial_shape, window, periodic)
+        return counts_without_mask(tuple(spatial_shape), tuple(half_widths), periodic, device)
+    computed = computed_half_widths(spatial_shape, half_widths, periodic)
     dtype = torch.float32 if mask.dtype == torch.bool else torch.float64
     counts = _mask_counts(mask, computed, periodic, dtype).to(torch.float64)
-    return _to_window(counts, spatial_shape, computed, window, periodic)
+    return to_window(counts, spatial_shape, computed, tuple(half_widths), periodic)
 
 
-def pair_distance(fields, target_stats, pairs, mask, window, periodic, weights, distance):
+def pair_distance(
+    fields,
+    *,
+    pairs,
+    half_widths,
+    periodic,
+    distance,
+    target=None,
+    target_stats=None,
+    mask=None,
+    counts=None,
+    weights=None,
+):
     """Per-sample distance (B,) between the statistics of ``fields`` and ``target_stats`` (B, P,
-    *window), equal to ``spatialstats.loss._distance(two_point(...) - target_stats, weights, distance)``.
-
-    Fused (``loss.py``) when the window holds distinct displacements only and the weights need no
-    gradient; otherwise computed from :func:`two_point`.
+    *window) (or those of ``target`` (B, C, *spatial)), fused (``loss.py``); None where the window
+    holds repeated displacements or the weights need a gradient (the caller then compares statistics).
     """
-    if _computed_window(fields.shape[2:], window, periodic) != tuple(window) or (
+    if computed_half_widths(fields.shape[2:], half_widths, periodic) != tuple(half_widths) or (
         weights is not None and weights.requires_grad
     ):
-        from ..loss import _distance
-
-        return _distance(two_point(fields, pairs, mask, window, periodic) - target_stats, weights, distance)
-    prepared = _prepare(fields, pairs, mask, window, periodic)
+        return None
+    if target_stats is None:
+        target_stats = two_point(
+            target, pairs=pairs, half_widths=half_widths, periodic=periodic, mask=mask, counts=counts
+        )
+    prepared = _prepare(fields, pairs, mask, counts, half_widths, periodic)
     dtype = prepared.counts.dtype
-    shape = (target_stats.shape[0], len(pairs), *(2 * k + 1 for k in prepared.window3))
+    shape = (target_stats.shape[0], len(pairs), *(2 * k + 1 for k in prepared.half_widths3))
     target = target_stats.to(dtype).reshape(shape)
     if weights is not None:
         weights = weights.to(dtype).expand(target_stats.shape[1:]).reshape(shape[1:])
     counts = prepared.counts.reshape(prepared.counts.shape[0], *shape[2:])
     squares, _ = weighted_squares(
-        prepared.fields, target, weights, counts, prepared.pairs, prepared.window3, periodic, prepared.precision
+        prepared.fields, target, weights, counts, prepared.pairs, prepared.half_widths3, periodic, prepared.precision
     )
     return distance_from_squares(squares, target_stats[0].numel(), distance)

@@ -49,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._fft import statistics_dtype
+from .._common import statistics_dtype
 
 PRECISIONS = ("tf32", "tf32x3", "ieee")
 

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._fft import divide_by_counts, statistics_dtype
+from .._common import divide_by_counts, statistics_dtype
 from . import correlation
 from .correlation import correlate_backward
 
@@ -128,12 +128,3 @@ def _weighted_squares_grad(ctx, grad_squares, grad_weighted_diff):
 
 
 weighted_squares.register_autograd(_weighted_squares_grad, setup_context=_save_for_gradient)
-
-
-def distance_from_squares(squares, n_values, distance):
-    """The per-sample distance of ``spatialstats.loss``: sqrt(squares) ("l2", zero slope at 0) or
-    squares / n_values ("mse")."""
-    if distance == "mse":
-        return squares / n_values
-    positive = squares > 0
-    return torch.where(positive, torch.where(positive, squares, 1.0).sqrt(), 0.0)
