@@ -8,7 +8,7 @@
 #       (pytest, PIL, torchvision, matplotlib, setuptools, ninja, and triton on a GPU); installs the
 #       package with SPATIALSTATS_REQUIRE_EXTENSION=1, so that a failed CUDA build fails the step
 #       (install.log); checks that the backends the device needs are available; runs the test
-#       files with CUDA cases (pytest.log, junit.xml) within the step's time.
+#       files with CUDA cases but their CPU cases (pytest.log, junit.xml) within the step's time.
 #   bash bench/gpu_check.sh sweep OUT [--device cpu] [--quick] [--budget-s S] [--compile]
 #       bench/sweep.py (sweep.csv, rows appended as measured; sweep.log), rerun in a fresh process
 #       when a CUDA error leaves the context unusable (it continues after the failed case), stopped
@@ -123,7 +123,8 @@ EOF
 run_tests() {
     local files
     files=$(grep -l cuda tests/test_*.py | tr '\n' ' ')
-    local selection=()  # --quick: a few fast tests, to run the step end to end on a CPU
+    # The CPU cases of these files run in CI; --quick: a few fast tests, to run the step on a CPU.
+    local selection=(-k "not cpu")
     [ ${#quick[@]} -gt 0 ] && selection=(-k "multiphase_pairs or bad_input_raises_from_cpp")
     local seconds=$((STEP_SECONDS - (SECONDS - started)))
     say "pytest ${files}${selection[*]} (at most $seconds s)"
