@@ -1,6 +1,7 @@
 # make demo : set up .venv if missing, then run the main job (writes its report under demo_output/)
 # make test : set up .venv if missing, then run ruff and the whole test suite
 # make bench: pytest-benchmark timings of the backends on this machine
+# make test-triton-versions: the Triton test files against the oldest and newest supported Triton
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,9 +16,17 @@ TORCH_CUDA_ARCH_LIST ?= 9.0
 MAX_JOBS ?= 2
 SPATIALSTATS_REQUIRE_EXTENSION ?= 1
 REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 "cuda-toolkit[nvcc,cccl,crt,nvvm]==13.0.3.0" cupy-cuda13x \
-	numpy pybind11 ninja setuptools wheel pytest pytest-benchmark matplotlib pillow tqdm ruff==0.17.5
+	numpy pybind11 ninja setuptools wheel pytest pytest-benchmark matplotlib pillow tqdm ruff==0.17.5 \
+	"dask[array]" distributed scikit-learn
 
-.PHONY: demo test lint bench install clean
+# The Triton range the backend supports (pyproject.toml's "triton" extra): side copies of the oldest
+# and newest, installed with pip --target into a git-ignored folder and put first on PYTHONPATH.
+# Triton 3.6's interpreter needs a numpy older than 2.3 beside it.
+TRITON_OLDEST := 3.6.0
+TRITON_NEWEST := 3.9.0
+TRITON_SIDE := .triton-versions
+
+.PHONY: demo test lint bench install clean test-triton-versions
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h csrc/*/*.cuh)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,5 +53,17 @@ test: lint
 bench: $(VENV)/.installed
 	$(PY) -m pytest bench -q --benchmark-only
 
+$(TRITON_SIDE)/%/.installed: | $(VENV)/.installed
+	$(PIP) install -q --no-deps --target $(TRITON_SIDE)/$* "triton==$*" $(if $(filter $(TRITON_OLDEST),$*),"numpy<2.3")
+	touch $@
+
+test-triton-versions: $(TRITON_SIDE)/$(TRITON_OLDEST)/.installed $(TRITON_SIDE)/$(TRITON_NEWEST)/.installed
+	for version in $(TRITON_OLDEST) $(TRITON_NEWEST); do \
+		echo "== Triton $$version"; \
+		PYTHONPATH=$(CURDIR)/$(TRITON_SIDE)/$$version:$(CURDIR) $(PY) -m pytest -q -p no:cacheprovider \
+			-W "ignore:Conversion of an array with ndim:DeprecationWarning" \
+			tests/test_triton_correlation.py tests/test_triton_loss.py || exit 1; \
+	done
+
 clean:
-	rm -rf build *.egg-info spatialstats/_C*.so demo_output
+	rm -rf build *.egg-info spatialstats/_C*.so demo_output $(TRITON_SIDE)

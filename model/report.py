@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from spatialstats.plot import pyplot
+from spatialstats.plot import subplots
 
 from .metrics import per_image_metrics, statistics, summarize
 from .train import build_splits, load_trained, preset_config, resolve_device
@@ -104,13 +104,12 @@ def display_images(probabilities):
 
 def plot_reconstructions(evaluations, path):
     """Originals, each model's reconstructions, and the S2 maps of all of them, one column per image."""
-    plt = pyplot()
     labels, _ = evaluations[0].examples
     n_phases = evaluations[0].model.n_phases
     originals = torch.nn.functional.one_hot(labels.long(), n_phases).movedim(-1, 1).float()
     rows = [("original", originals)] + [(e.name, e.examples[1]) for e in evaluations]
     k = len(labels)
-    figure, axes = plt.subplots(2 * len(rows), k, figsize=(1.9 * k, 1.9 * 2 * len(rows)), squeeze=False)
+    figure, axes = subplots(2 * len(rows), k, figsize=(1.9 * k, 1.9 * 2 * len(rows)), squeeze=False)
     original_stats = statistics(originals)[:, 0].numpy()
     half = original_stats.shape[-1] // 2
     for row, (title, probabilities) in enumerate(rows):
@@ -134,18 +133,16 @@ def plot_reconstructions(evaluations, path):
     )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_mse_histograms(evaluations, path):
     """Histograms of the per-image data-space and two-point MSEs of every model (log axes)."""
-    plt = pyplot()
     panels = {
         "data_mse": "data-space MSE",
         "statistics_mse": "two-point statistics MSE (the paper's)",
         "statistics_mse_probabilities": "two-point statistics MSE of the probabilities",
     }
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    figure, axes = subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (name, title) in zip(axes, panels.items()):
         values = [np.clip(e.metrics[name], 1e-12, None) for e in evaluations]
         bins = np.geomspace(min(v.min() for v in values), max(v.max() for v in values), 40)
@@ -158,13 +155,11 @@ def plot_mse_histograms(evaluations, path):
         ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 @torch.no_grad()
 def plot_latent_traversal(evaluation, path):
     """Decoded images along each latent axis from -3 to 3 (the other coordinates 0), one row per axis."""
-    plt = pyplot()
     model = evaluation.model
     device = next(model.parameters()).device
     values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, TRAVERSAL_STEPS)
@@ -173,7 +168,7 @@ def plot_latent_traversal(evaluation, path):
         z[axis, :, axis] = values
     decoded = model.phase_probabilities(model.decode(z.reshape(-1, model.latent_dim).to(device))).cpu()
     images = display_images(decoded).reshape(model.latent_dim, TRAVERSAL_STEPS, *decoded.shape[2:])
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         model.latent_dim, TRAVERSAL_STEPS, figsize=(1.3 * TRAVERSAL_STEPS, 1.3 * model.latent_dim), squeeze=False
     )
     for axis in range(model.latent_dim):
@@ -189,14 +184,12 @@ def plot_latent_traversal(evaluation, path):
     figure.suptitle(f"{evaluation.name}: latent traversal", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_training_curves(evaluations, path):
     """Each loss term per epoch, training (solid) and validation (dashed), for every model."""
-    plt = pyplot()
     terms = ("statistics", "pixel", "kl")
-    figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.4))
+    figure, axes = subplots(1, len(terms), figsize=(4 * len(terms), 3.4))
     for ax, term in zip(axes, terms):
         for evaluation in evaluations:
             epochs = [record["epoch"] for record in evaluation.history]
@@ -210,7 +203,6 @@ def plot_training_curves(evaluations, path):
         ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _percent(value):

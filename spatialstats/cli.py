@@ -1,18 +1,22 @@
 """The ``spatialstats`` command: statistics of phase-map files, and the VAE's commands when present."""
 
 import argparse
+import csv
 import os
 import sys
 
 import numpy as np
+import torch
 
 from . import _backend, ops
-from .io import RELABEL, check_phase_labels, image_labels, label_array, read_array, write_label_image
+from .io import PhaseCollection, find_images, image_labels, label_array, read_array, write_label_image
+from .plot import pair_name
+from .radial import radial_profile
 
 DESCRIPTION = """\
 Exact two-point statistics of microstructure images.
 
-  spatialstats stats IMAGE --out S2.npy [--plot S2.png] [--cutoff K] [--no-periodic] [--mask MASK]
+  spatialstats stats IMAGES... --out S2.npz [--plot S2.png] [--radial S2.csv] [--cutoff K] [--no-periodic]
   spatialstats reconstruct IMAGE --out DIR [--shape N N [N]] [--n SAMPLES] [--cutoff K]
 
 S_ij(r) is the probability that a point lies in phase i and the point r pixels away in phase j
@@ -21,20 +25,33 @@ normalised by its number of pairs). The output has 2K + 1 entries per axis; inde
 """
 
 STATS_EPILOG = """\
-inputs:
-  .npy        a 2D label image or 3D label volume of integers 0..n-1, every phase present
-              (the value is the phase)
-  .png/.tif   a 2D phase map (a multi-page TIFF is a 3D volume); its distinct grey values or
-              colours, sorted, become phases 0..n-1 (the mapping is printed); an alpha channel
-              must be opaque (give invalid regions with --mask)
-output:
-  OUT.npy     float64 array (P, *window), .npy appended to OUT if missing: the auto-correlation
-              of each chosen phase, then with --cross the cross-correlations (i, j), i < j; the
-              order is printed
+inputs (files, folders and glob patterns; folders and patterns give their image files, sorted):
+  .npy        a 2D label image or 3D label volume of integers 0..n-1 (the value is the phase),
+              every phase present (in one of the files)
+  .png/.tif   a 2D phase map (a multi-page TIFF is a 3D volume); the distinct grey values or
+              colours of all the images, sorted, become phases 0..n-1 (the mapping is printed);
+              an alpha channel must be opaque (give invalid regions with --mask)
+outputs (.npy or .npz is appended to OUT when it has neither):
+  OUT.npy     one image: float64 array (P, *window), the auto-correlation of each chosen phase,
+              then with --cross the cross-correlations (i, j), i < j; the order is printed
+  OUT.npz     any number of images: stats (N, P, *window), pairs (P, 2), pair_names (P,),
+              files (N,), shapes (N, d), volume_fractions (N, phases), phases (names),
+              window (d,) half-widths, periodic
+  --radial    CSV of the radial curves S(r): bins [r, r + 1 pixel) up to half the smallest image
+              side (and the window), columns distance (bin centre), bin_start, bin_end, then one
+              per statistic (and image)
+  --plot      per image: the phase maps, the S2 maps and the radial curves with phi at r = 0 and
+              the asymptote phi_i phi_j; a PNG for one image, a folder of PNGs for several
+Images are computed in batches of one shape on --device; without --cutoff the window is the
+largest one of distinct displacements that every image has.
 examples:
   spatialstats stats alloy.png --cutoff 32 --no-periodic --out alloy_s2.npy --plot alloy_s2.png
-  spatialstats stats volume.npy --phases 1 --out s2.npy
+  spatialstats stats volume.npy --phases 1 --out s2.npy --radial s2.csv --voxel-size 0.65 --unit um
+  spatialstats stats "scans/*.png" --cutoff 64 --out scans.npz --plot scans_figures/
 """
+
+# Fields and statistics of one batch stay under about this many bytes (with the FFT's work space).
+BATCH_BYTES = 2**30
 
 
 def _cutoff(text):
@@ -45,15 +62,24 @@ def _cutoff(text):
     return values[0] if len(values) == 1 else values
 
 
-def _read_labels(path):
-    """(labels, phase names) of a phase-map file."""
-    array = read_array(path)
-    if str(path).lower().endswith(".npy"):
-        labels = label_array(array, name=str(path))
-        check_phase_labels(np.unique(labels), str(path), f"{RELABEL} (a .png or .tif maps its values to phases)")
-        return labels, [str(p) for p in range(int(labels.max()) + 1)]
-    labels, values = image_labels(array, name=str(path))
-    return labels, [f"value {v}" for v in values]
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
 
 
 def _read_mask(path, shape):
@@ -62,38 +88,198 @@ def _read_mask(path, shape):
         array = array.max(axis=-1)
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{path}: mask shape {tuple(array.shape)} differs from the image shape {tuple(shape)}")
+    if not array.any():
+        raise ValueError(f"{path}: the mask hides every pixel; it should be non-zero where the image is valid")
     return array != 0
 
 
-def run_stats(args):
-    labels, names = _read_labels(args.image)
-    if labels.ndim not in (2, 3):
-        raise ValueError(f"{args.image}: expected a 2D image or a 3D volume, got shape {labels.shape}")
-    mask = _read_mask(args.mask, labels.shape) if args.mask else None
-    result = ops.two_point_all(
-        labels,
-        spatial_dims=labels.ndim,
-        phases=args.phases,
-        pairs="all" if args.cross else "auto",
-        cutoff=args.cutoff,
-        periodic=args.periodic,
-        mask=mask,
-        backend=args.backend,
-    )
-    stats = result.stats
-    inside = mask if mask is not None else np.ones(labels.shape, dtype=bool)
-    shape, window = "x".join(map(str, labels.shape)), "x".join(map(str, stats.shape[1:]))
-    print(f"{args.image}: {shape}, {len(names)} phases, window {window}")
-    for phase, name in enumerate(names):
-        print(f"  phase {phase} ({name}): volume fraction {np.mean(labels[inside] == phase):.6f}")
-    written = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # np.save appends .npy
-    np.save(written, stats)
-    print(f"wrote {written}: statistics {', '.join(f'S{i}{j}' for i, j in result.pairs)} along axis 0")
-    if args.plot:
-        from .plot import plot_statistics
+def _progress(total, description):
+    """A tqdm progress bar on stderr when there is more than one item (and stderr is a terminal)."""
+    from tqdm import tqdm
 
-        plot_statistics(stats, result.pairs, args.plot, title=str(args.image))
-        print(f"wrote {args.plot}")
+    return tqdm(total=total, desc=description, unit="image", disable=None if total > 1 else True, leave=False)
+
+
+def _common_window(shapes, cutoff, periodic):
+    """The window of every image: ``cutoff`` as given, else the largest of distinct displacements in all of them."""
+    if len({len(shape) for shape in shapes}) > 1:
+        raise ValueError("the images mix 2D images and 3D volumes; compute their statistics separately")
+    smallest = tuple(min(sizes) for sizes in zip(*shapes))
+    return ops.resolve_window(cutoff, smallest, periodic)
+
+
+def _batch_size(args, n_phases, n_pairs, shape, window):
+    if args.batch_size is not None:
+        return args.batch_size
+    # float64 fields and statistics, and about three times as much again for the FFT's spectra
+    per_image = 8 * 4 * (n_phases * np.prod(shape) + n_pairs * np.prod(ops.window_shape(window)))
+    return max(1, int(BATCH_BYTES // per_image))
+
+
+def _compute(collection, args, window, mask, device):
+    """(stats (N, P, *window), pairs, volume fractions (N, phases)): the images in batches of one shape."""
+    n, n_phases = len(collection.files), len(collection.names)
+    pairs = ops.check_pairs("all" if args.cross else "auto", ops.check_phases(args.phases, n_phases))
+    stats = np.zeros((n, len(pairs), *ops.window_shape(window)))
+    fractions = np.zeros((n, n_phases))
+    groups = {}
+    for index, shape in enumerate(collection.shapes):
+        groups.setdefault(shape, []).append(index)
+    if mask is not None and set(groups) != {mask.shape}:
+        raise ValueError(f"{args.mask}: mask shape {mask.shape} differs from the image shapes {sorted(groups)}")
+    mask_t = torch.from_numpy(mask).to(device) if mask is not None else None
+    with _progress(n, "statistics") as bar:
+        for shape, indices in groups.items():
+            size = _batch_size(args, n_phases, len(pairs), shape, window)
+            for start in range(0, len(indices), size):
+                batch = indices[start : start + size]
+                labels = torch.from_numpy(np.stack([collection.labels(i) for i in batch])).to(device)
+                fields = torch.zeros(len(batch), n_phases, *shape, dtype=torch.float64, device=device)
+                fields.scatter_(1, labels.unsqueeze(1), 1.0)
+                result = ops.two_point_all(
+                    fields,
+                    spatial_dims=len(shape),
+                    pairs=pairs,
+                    cutoff=window,
+                    periodic=args.periodic,
+                    mask=mask_t,
+                    backend=args.backend,
+                )
+                stats[batch] = result.stats.cpu().numpy()
+                inside = fields if mask_t is None else fields[:, :, mask_t]
+                fractions[batch] = inside.flatten(2).mean(2).cpu().numpy()
+                bar.update(len(batch))
+    return stats, pairs, fractions
+
+
+def _radial_r_max(shapes, window):
+    """Largest radius of the radial curves: half the smallest image side, within the window."""
+    r_max = min(min(min(shape) // 2 for shape in shapes), *window)
+    if r_max < 1:
+        raise ValueError(
+            f"--radial and --plot need a window half-width >= 1 and images of >= 2 pixels per axis, window {window}"
+        )
+    return r_max
+
+
+def _write_radial(path, curves, pair_names, files, unit):
+    columns = [f"{name}" for name in pair_names]
+    if len(files) > 1:
+        columns = [f"{file}:{name}" for file in files for name in pair_names]
+    values = curves.probability.reshape(-1, curves.probability.shape[-1])
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow([f"distance ({unit})", f"bin_start ({unit})", f"bin_end ({unit})", *columns])
+        for b in range(len(curves.distance)):
+            row = [curves.distance[b], curves.bin_edges[b], curves.bin_edges[b + 1], *values[:, b]]
+            writer.writerow([f"{v:.17g}" for v in row])
+
+
+def _plot_paths(target, files):
+    """One PNG path per image: the file ``target`` for one image, else (or when ``target`` is a folder)
+    a PNG per image stem in the folder ``target``."""
+    folder = os.path.isdir(target) or target.endswith(("/", os.sep))
+    if len(files) == 1 and not folder:
+        return [target]
+    if target.lower().endswith(".png"):
+        raise ValueError(f"--plot {target}: several images need a folder for their pictures, not one .png")
+    os.makedirs(target, exist_ok=True)
+    paths, used = [], set()
+    for file in files:
+        stem = os.path.splitext(os.path.basename(file))[0]
+        name, count = stem, 1
+        while name in used:
+            count += 1
+            name = f"{stem}-{count}"
+        used.add(name)
+        paths.append(os.path.join(target, f"{name}.png"))
+    return paths
+
+
+def run_stats(args):
+    files = find_images(args.images)
+    single = len(files) == 1
+    out = args.out
+    if not out.lower().endswith((".npy", ".npz")):
+        out += ".npy" if single else ".npz"  # as numpy's save and savez do
+    suffix = out[-4:].lower()
+    if suffix == ".npy" and not single:
+        raise ValueError(f"--out {args.out}: {len(files)} images need an .npz output (e.g. --out stats.npz)")
+    with _progress(len(files), "reading") as bar:
+        collection = PhaseCollection(files, on_read=bar.update)
+    if any(len(shape) not in (2, 3) for shape in collection.shapes):
+        bad = next(f for f, s in zip(files, collection.shapes) if len(s) not in (2, 3))
+        raise ValueError(f"{bad}: expected a 2D image or a 3D volume, got shape {collection.shapes[files.index(bad)]}")
+    window = _common_window(collection.shapes, args.cutoff, args.periodic)
+    r_max = _radial_r_max(collection.shapes, window) if args.radial or args.plot else None
+    mask = _read_mask(args.mask, collection.shapes[0]) if args.mask else None
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    stats, pairs, fractions = _compute(collection, args, window, mask, device)
+    names = [pair_name(pair) for pair in pairs]
+    window_text = "x".join(map(str, ops.window_shape(window)))
+    shapes = sorted(set(collection.shapes))
+    shapes_text = ", ".join("x".join(map(str, shape)) for shape in shapes)
+    if single:
+        print(f"{files[0]}: {shapes_text}, {len(collection.names)} phases, window {window_text}")
+        for phase, name in enumerate(collection.names):
+            print(f"  phase {phase} ({name}): volume fraction {fractions[0, phase]:.6f}")
+    else:
+        print(
+            f"{len(files)} images of {len(shapes)} shape(s) ({shapes_text}), "
+            f"{len(collection.names)} phases, window {window_text} on {device}"
+        )
+        for phase, name in enumerate(collection.names):
+            column = fractions[:, phase]
+            print(
+                f"  phase {phase} ({name}): volume fraction mean {column.mean():.6f}, min {column.min():.6f}, "
+                f"max {column.max():.6f}"
+            )
+    if suffix == ".npy":
+        np.save(out, stats[0])
+    else:
+        np.savez(
+            out,
+            stats=stats,
+            pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
+            pair_names=np.array(names),
+            files=np.array(files),
+            shapes=np.array(collection.shapes, dtype=np.int64),
+            volume_fractions=fractions,
+            phases=np.array(collection.names),
+            window=np.array(window, dtype=np.int64),
+            periodic=np.array(args.periodic),
+        )
+    print(f"wrote {out}: statistics {', '.join(names)} along axis {0 if suffix == '.npy' else 1}")
+    unit = args.unit or ("pixels" if args.voxel_size == 1 else "units")
+    if args.radial:
+        curves = radial_profile(stats, spatial_dims=len(window), bins=r_max, r_max=r_max, voxel_size=args.voxel_size)
+        _write_radial(args.radial, curves, names, files, unit)
+        print(f"wrote {args.radial}: radial curves, {len(curves.distance)} bins of 1 pixel")
+    if args.plot:
+        from .plot import statistics_figure
+
+        paths = _plot_paths(args.plot, files)
+        with _progress(len(files), "plots") as bar:
+            for index, path in enumerate(paths):
+                figure = statistics_figure(
+                    collection.labels(index),
+                    stats[index],
+                    pairs,
+                    volume_fractions=fractions[index],
+                    phase_names=collection.names,
+                    voxel_size=args.voxel_size,
+                    unit=unit,
+                    map_cutoff=args.cutoff,
+                    title=files[index],
+                )
+                figure.savefig(path, dpi=100)
+                bar.update()
+        print(f"wrote {args.plot}" if paths == [args.plot] else f"wrote {len(paths)} pictures into {args.plot}")
     return 0
 
 
@@ -177,14 +363,22 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     stats = commands.add_parser(
         "stats",
-        help="two-point statistics of a phase-map image or volume",
-        description="Two-point statistics of every phase of a phase map, written as .npy (and .png).",
+        help="two-point statistics of phase-map images or volumes (files, folders, glob patterns)",
+        description="Two-point statistics of every phase of one or many phase maps, written as .npy or .npz "
+        "(with radial curves as CSV and pictures as PNG).",
         epilog=STATS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    stats.add_argument("image", help="phase map: .npy label array, or .png/.tif(f) image")
-    stats.add_argument("--out", required=True, help="where to write the statistics (.npy)")
-    stats.add_argument("--plot", help="also draw the S2 maps into this PNG")
+    stats.add_argument(
+        "images", nargs="+", help="phase maps: .npy label arrays or .png/.tif(f) images, folders of them, glob patterns"
+    )
+    stats.add_argument("--out", required=True, help="where to write the statistics: .npy (one image) or .npz")
+    stats.add_argument("--plot", help="also draw the phase maps, S2 maps and radial curves (a PNG, or a folder)")
+    stats.add_argument("--radial", help="also write the radial curves S(r) to this CSV file")
+    stats.add_argument(
+        "--voxel-size", type=_positive_float, default=1.0, help="length of a pixel for the radial distances"
+    )
+    stats.add_argument("--unit", help="unit of --voxel-size for the CSV header and the plots (e.g. um)")
     stats.add_argument(
         "--cutoff",
         type=_cutoff,
@@ -197,10 +391,16 @@ def build_parser():
         default=True,
         help="wrap pairs around the image edges (default) or, with --no-periodic, count only pairs inside the image",
     )
-    stats.add_argument("--mask", help="file of the image's shape, non-zero where the image is valid")
+    stats.add_argument("--mask", help="file of the images' shape, non-zero where the images are valid")
     stats.add_argument("--phases", type=int, nargs="+", help="only these phases (default: all)")
     stats.add_argument("--cross", action="store_true", help="also the cross-correlations of every pair of phases")
     stats.add_argument("--backend", default="auto", choices=("auto", *_backend.BACKENDS), help="computation backend")
+    stats.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to compute (default: cuda if present)"
+    )
+    stats.add_argument(
+        "--batch-size", type=_positive_int, help="images per batch (default: as many as fit in about 1 GiB of fields)"
+    )
     stats.set_defaults(handler=run_stats)
     recon = commands.add_parser(
         "reconstruct",

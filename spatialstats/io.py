@@ -1,5 +1,6 @@
 """Reading phase maps from .npy, .png and .tif(f) files, and turning them into label images."""
 
+import glob
 import os
 
 import numpy as np
@@ -68,7 +69,7 @@ def image_labels(array, name="image"):
             f"{MAX_IMAGE_PHASES}): threshold or segment the image first"
         )
     shape = array.shape[:-1] if colour else array.shape
-    return inverse.reshape(shape).astype(np.int64), [tuple(v) if colour else v[0].item() for v in values]
+    return inverse.reshape(shape).astype(np.int64), [tuple(v.tolist()) if colour else v[0].item() for v in values]
 
 
 def label_array(array, name="image"):
@@ -98,6 +99,124 @@ def check_phase_labels(present, name, advice=RELABEL):
             f"{name} holds the labels {{{shown}}} but phase labels must be 0..n-1 with every phase present "
             f"({present[-1] + 1 - len(present)} of 0..{present[-1]} are missing); {advice}"
         )
+
+
+def find_images(sources):
+    """The image files named by ``sources``: files as given, folders (their image files, sorted by name)
+    and glob patterns ("data/*.png", "runs/**/*.tif"; the sorted matching image files), without repeats."""
+    files = []
+    for source in map(str, sources):
+        if os.path.isdir(source):
+            found = sorted(os.path.join(source, name) for name in os.listdir(source))
+        elif any(c in source for c in "*?["):
+            found = sorted(glob.glob(source, recursive=True))
+        else:
+            files.append(source)
+            continue
+        found = [f for f in found if os.path.isfile(f) and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise ValueError(f"{source}: no image files ({', '.join(IMAGE_SUFFIXES)}) found there")
+        files += found
+    return list(dict.fromkeys(files))
+
+
+def read_phase_map(path):
+    """(labels, values) of a phase-map file: a .npy label array gives values None (the labels are the
+    phases); an image gives its sorted distinct grey values or colours, ``labels`` indexing them."""
+    array = read_array(path)
+    if str(path).lower().endswith(".npy"):
+        return label_array(array, name=str(path)), None
+    return image_labels(array, name=str(path))
+
+
+class PhaseCollection:
+    """Phase maps of many files numbered alike: phase p is the same label (.npy) or the same grey value
+    or colour (images) in every file, even in a file where it is absent (the .npy files together must
+    hold every label 0..n-1).
+
+    ``shapes[i]`` is the label shape of ``files[i]``; ``names[p]`` says what phase p is; ``labels(i)``
+    reads file i again (or keeps it from the first reading while the kept files stay small).
+    ``on_read()`` is called after each file of the first reading (a progress bar).
+    """
+
+    KEEP_BYTES = 256 * 2**20
+
+    def __init__(self, files, on_read=None):
+        self.files = list(files)
+        self.shapes, self._kept, self._values = [], {}, []
+        kept_bytes, present, kinds = 0, set(), set()
+        for index, path in enumerate(self.files):
+            labels, values = read_phase_map(path)
+            if labels.size == 0:
+                raise ValueError(f"{path} is empty (shape {labels.shape}); every axis needs at least one pixel")
+            kinds.add("labels" if values is None else "colour" if isinstance(values[0], tuple) else "grey")
+            self.shapes.append(labels.shape)
+            self._values.append(values)
+            if values is None:
+                present.update(np.unique(labels).tolist())
+            if kept_bytes + labels.nbytes <= self.KEEP_BYTES:
+                self._kept[index] = labels
+                kept_bytes += labels.nbytes
+            if on_read is not None:
+                on_read()
+        if len(kinds) > 1:
+            raise ValueError(
+                f"the files mix {' and '.join(sorted(kinds))} phase maps, whose phases cannot be matched; "
+                "give files of one kind (.npy label arrays, grey images or colour images)"
+            )
+        if kinds == {"labels"}:
+            name = str(self.files[0]) if len(self.files) == 1 else "the union of the .npy files"
+            check_phase_labels(present, name, f"{RELABEL} (a .png or .tif maps its values to phases)")
+            self.values = None
+            self.names = [str(p) for p in range(len(present))]
+        else:
+            self.values = sorted(set().union(*self._values))
+            self.names = [f"value {v}" for v in self.values]
+        if len(self.names) > MAX_IMAGE_PHASES:
+            raise ValueError(
+                f"the files hold {len(self.names)} distinct phases together; a phase map should have a few "
+                f"(at most {MAX_IMAGE_PHASES}): threshold or segment the images first"
+            )
+
+    def labels(self, index):
+        """Labels of file ``index`` in the collection's phase numbering, int64."""
+        labels = self._kept.get(index)
+        if labels is None:
+            labels, values = read_phase_map(self.files[index])
+            if labels.shape != self.shapes[index] or values != self._values[index]:
+                raise ValueError(f"{self.files[index]} changed between its first and second reading")
+        if self.values is None:
+            return labels
+        lookup = np.array([self.values.index(v) for v in self._values[index]], dtype=np.int64)
+        return lookup[labels]
+
+
+def _read_like(path, shape, dtype):
+    array = read_array(path)
+    if array.shape != shape or array.dtype != dtype:
+        raise ValueError(
+            f"{path}: shape {array.shape} and dtype {array.dtype} differ from the first file's {shape} and {dtype}; "
+            "a stack needs files of one shape and type"
+        )
+    return array
+
+
+def lazy_stack(sources):
+    """A lazy dask array (n_files, *shape) of the image files of ``sources`` (files, folders, glob patterns),
+    one chunk per file, read where the chunk is computed: on the workers of a dask cluster (which need
+    the files at the same paths). Arrays as :func:`read_array` gives them, e.g. uint8 grey values of
+    PNGs: discretise them with ``compat.PrimitiveTransformer(n_state, min_=0, max_=255)``.
+
+    The first file is read here for the shape and dtype; every file must share them.
+    """
+    import dask
+    import dask.array as da
+
+    files = find_images(sources)
+    first = read_array(files[0])
+    read = dask.delayed(_read_like, pure=True)
+    chunks = [da.from_delayed(read(f, first.shape, first.dtype), first.shape, dtype=first.dtype) for f in files]
+    return da.stack(chunks)
 
 
 def write_label_image(path, labels, values):

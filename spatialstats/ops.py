@@ -65,7 +65,10 @@ def as_tensor(a, name):
         raise TypeError(f"{name} must be a numeric array (bool, integer or float), got dtype {array.dtype}")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    return torch.from_numpy(np.ascontiguousarray(array)), kind, valid
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # read-only memory (dask chunks, memory maps): torch.from_numpy would warn
+        array = array.copy()
+    return torch.from_numpy(array), kind, valid
 
 
 def as_unmasked_tensor(a, name):

@@ -82,6 +82,7 @@ def _bin_edges(bins, window, r_max):
     return edges
 
 
+@torch.compiler.disable  # host-side geometry: torch.compile calls it rather than tracing numpy
 @functools.lru_cache(maxsize=16)
 def _ring_index(window, edges, device):
     """(bin of each window entry (W,) on ``device``, entries per bin (n_bins,) float64 numpy).

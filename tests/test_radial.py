@@ -167,3 +167,15 @@ def test_bad_input(stats, kwargs, error, words):
     with pytest.raises(error) as info:
         ss.radial_profile(stats, **kwargs)
     assert words in str(info.value)
+
+
+def test_under_torch_compile():
+    stats = torch.rand(2, 9, 9, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(lambda s: ss.radial_profile(s, bins=[0, 1, 2, 4]).probability, backend="eager")
+    result = compiled(stats)
+    torch.testing.assert_close(result, ss.radial_profile(stats, bins=[0, 1, 2, 4]).probability)
+    result.sum().backward()
+    # d(sum of ring means)/dS(r) = 1 / (entries in the ring of r): 1 at r = 0; 8 at 1 and sqrt 2; 36 in [2, 4)
+    length = (torch.arange(-4, 5.0, dtype=torch.float64)[:, None] ** 2 + torch.arange(-4, 5.0) ** 2).sqrt()
+    expected = torch.where(length < 1, 1.0, torch.where(length < 2, 1 / 8, torch.where(length < 4, 1 / 36, 0.0)))
+    torch.testing.assert_close(stats.grad, expected.double().expand(2, 9, 9))

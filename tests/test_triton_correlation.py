@@ -6,6 +6,9 @@ fp16/bf16 (compared with the reference of the same rounded inputs, so only the f
 differs) 1e-5; float64 1e-12; TF32 for float32 (opt-in) 2e-3, relative to values of order 1.
 """
 
+import types
+
+import numpy as np
 import pytest
 import torch
 
@@ -99,16 +102,50 @@ def test_dtypes(dtype, periodic, device):
     )
 
 
+def round_tf32(values):
+    """An independent transcription of round-to-nearest TF32, ties away from zero (cvt.rna), in numpy."""
+    bits = values.detach().cpu().numpy().astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return torch.from_numpy(rounded).to(values.device)
+
+
 def test_tf32_when_allowed(device):
+    """With TF32 allowed, float32 fields are rounded to the nearest TF32 once (no truncation bias):
+    the result is the reference of the rounded fields, not of the truncated ones."""
     fields = torch.rand((2, 1, 9, 8), generator=torch.Generator().manual_seed(4)).to(device)
+    fields = fields + 2**-12  # low bits set, so that rounding and truncation differ
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")
     try:
         assert _triton._precision(torch.float32) == "tf32"
-        assert_matches_reference(fields, AUTO[:1], None, (3, 3), True, 2e-3)
+        result = _triton.two_point(fields, pairs=AUTO[:1], half_widths=(3, 3), periodic=True).double()
     finally:
         torch.set_float32_matmul_precision(previous)
     assert _triton._precision(torch.float32) == "tf32x3"
+    window = dict(pairs=AUTO[:1], half_widths=(3, 3), periodic=True)
+    rounded = _ref.two_point(round_tf32(fields).double(), **window)
+    truncated = _ref.two_point(fields.view(torch.int32).bitwise_and(-0x2000).view(torch.float32).double(), **window)
+    exact = _ref.two_point(fields.double(), **window)
+    torch.testing.assert_close(result, rounded, atol=1e-6, rtol=1e-6)
+    assert (truncated - result).abs().max() > 1e-4  # truncation would have been seen
+    assert abs(((result - exact) / exact).mean()) < 2e-5  # and rounding leaves no bias
+
+
+def test_precision_reads_the_fp32_precision_api(monkeypatch):
+    """torch >= 2.9: reading allow_tf32 raises once fp32_precision was set; _precision reads the new API."""
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no fp32_precision")
+    try:
+        matmul.fp32_precision = "tf32"
+        assert _triton._precision(torch.float32) == "tf32"
+        matmul.fp32_precision = "ieee"
+        assert _triton._precision(torch.float32) == "tf32x3"
+    finally:
+        matmul.fp32_precision = "none"
+    monkeypatch.setattr(torch.backends.cuda, "matmul", types.SimpleNamespace(allow_tf32=True))  # torch < 2.9
+    assert _triton._precision(torch.float32) == "tf32"
+    assert _triton._precision(torch.bfloat16) == "tf32" and _triton._precision(torch.float64) == "ieee"
 
 
 def test_non_contiguous_input(device):
@@ -255,6 +292,21 @@ def test_gradcheck_float64(device):
         )
 
 
+def test_gradgradcheck_float64(device):
+    """Every gradient order: the backward's own backward (module docstring of correlation.py)."""
+    generator = torch.Generator().manual_seed(19)
+    fields = torch.rand((1, 2, 3, 4), dtype=torch.float64, generator=generator).to(device)
+    mask = make_mask("per_sample", 1, (3, 4), device)
+    for periodic, pairs in ((True, MIXED), (False, CROSS)):
+        assert torch.autograd.gradgradcheck(
+            lambda f, periodic=periodic, pairs=pairs: _triton.two_point(
+                f, pairs=pairs, mask=mask, half_widths=(1, 2), periodic=periodic
+            ),
+            (fields.clone().requires_grad_(True),),
+            fast_mode=True,
+        )
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gradient_half_precision(dtype, device):
     fields = torch.rand((2, 2, 6, 7), generator=torch.Generator().manual_seed(13)).to(device, dtype)
@@ -271,21 +323,19 @@ def test_gradient_half_precision(dtype, device):
 
 
 @pytest.mark.parametrize(
-    "spatial, window, periodic, pairs, splits",
+    "spatial, window, periodic, pairs, groups",
     [
-        ((34, 20), (17, 17), False, CROSS, 1),  # several tiles of displacements and of outputs
-        ((40, 9), (3, 4), True, AUTO[:1], 2),  # rows split between programs (atomic sums)
-        ((2, 32, 6), (1, 9, 2), True, AUTO[:1], 2),  # 3D auto-correlation with row splits
+        ((20, 40), (9, 5), False, AUTO[:1], 3),  # 3 groups of 4 row shifts, 3 column blocks, row and column tails
+        ((3, 5, 34), (2, 1, 16), True, CROSS, 4),  # 3D, 15 row shifts in groups of 4, columns 32 wide, band 64
+        ((2, 17, 16), (1, 0, 3), True, AUTO[:1], 1),  # half window across planes; even columns
     ],
 )
-def test_gpu_tiles(spatial, window, periodic, pairs, splits, device, monkeypatch):
-    """The GPU branch of the launch heuristic (small tiles, row splits), here with 4 multiprocessors."""
-    monkeypatch.setattr(correlation, "_multiprocessors", lambda _device: 4)
+def test_tiles(spatial, window, periodic, pairs, groups, device):
+    """Launches with several groups of row shifts, column blocks and tails, against the fft backend."""
     padding = (1,) * (3 - len(spatial))
-    config = correlation._launch_config(
-        padding + spatial, (0,) * len(padding) + window, [c for p in pairs for c in p], 1, 4
-    )
-    assert (config.splits, config.block_u1, config.block_k) == (splits, 16, 16)
+    flat = [c for p in pairs for c in p]
+    config = correlation._launch_config(padding + spatial, (0,) * len(padding) + window, flat)
+    assert -(-config.n_shifts // config.shifts) == groups
     generator = torch.Generator().manual_seed(15)
     fields = torch.rand((1, 2, *spatial), generator=generator).to(device)
     upstream = torch.randn((1, len(pairs), *window_shape(window)), generator=generator).to(device)
@@ -296,21 +346,75 @@ def test_gpu_tiles(spatial, window, periodic, pairs, splits, device, monkeypatch
 
 
 def test_launch_config_pads_little():
-    config = correlation._launch_config((1, 128, 128), (0, 16, 16), [0, 0], 256, 132)
-    assert config.half and config.r_counts == (1, 17, 33)
-    assert (config.block_r1, config.block_r2) == (32, 16)  # 17 -> 32, 33 -> 3 x 16
-    assert config.splits == 1  # 256 x 3 programs already fill 132 multiprocessors twice
-    assert correlation._launch_config((1, 128, 128), (0, 8, 8), [0, 1], 1, 132).splits == 8
+    """The goal shape (128^2, auto-correlation): bands of 32 (cutoff 8) and 64 (cutoff 16) columns,
+    row shifts stacked by 4 (M = 64, one wgmma) or 8 when that leaves fewer tiles to load, the padded
+    rows 16-byte aligned."""
+    config = correlation._launch_config((1, 128, 128), (0, 8, 8), [0, 0])
+    assert config.half and (config.first_shift, config.n_shifts) == (8, 9)
+    assert (config.pad, config.narrow, config.band, config.shifts, config.rows) == (8, 16, 32, 4, 32)
+    assert config.row_block == 128 and config.padded == (1, 144, 144)
+    assert correlation._launch_config((1, 128, 128), (0, 4, 4), [0, 0]).shifts == 8  # 5 row shifts
+    config = correlation._launch_config((1, 128, 128), (0, 16, 16), [0, 1])
+    assert not config.half and (config.first_shift, config.n_shifts) == (0, 33)
+    assert (config.pad, config.narrow, config.band) == (16, 32, 64)
+    assert (config.shifts, config.row_block) == (4, 64) and config.padded[2] % 16 == 0
+
+
+class _Recorder:
+    """Stands in for a kernel: records the grids it is launched with."""
+
+    def __init__(self, grids):
+        self.grids = grids
+
+    def __getitem__(self, grid):
+        return lambda **arguments: self.grids.append(grid)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 16384, 16384), (2, 1, 1, 1, 5_000_000), (8, 3, 64, 64, 64)])
+def test_grids_use_axis_0_only(shape, monkeypatch):
+    """Axes 1 and 2 of a CUDA grid take at most 65535 programs: every launch is one-dimensional, so an
+    16384^2 image or a 5M-long signal fits (the launch geometry only, on meta tensors)."""
+    grids = []
+    for kernel in (
+        "_pad_kernel",
+        "_correlation_forward_kernel",
+        "_correlation_backward_kernel",
+        "_gradient_maps_kernel",
+    ):
+        monkeypatch.setattr(correlation, kernel, _Recorder(grids))
+    fields = torch.empty(shape, device="meta")
+    window = [0, 0, 2] if shape[3] == 1 else [0 if shape[2] == 1 else 2, 2, 2]
+    sums, padded = correlation._forward(fields, [0, 0], window, True, "tf32")
+    correlation._backward(torch.empty(sums.shape, device="meta"), fields, padded, [0, 0], window, True, "tf32")
+    assert len(grids) == 4 and all(len(grid) == 1 and 0 < grid[0] < 2**31 for grid in grids)
+    assert max(grid[0] for grid in grids) > 65535 or shape[0] == 8
+    with pytest.raises(ValueError, match="exceed the launch grid"):
+        correlation._grid(2**31)
+    with pytest.raises(ValueError, match="too large for the triton kernels"):
+        correlation._forward(torch.empty((1, 1, 1, 46341, 46341), device="meta"), [0, 0], [0, 1, 1], True, "tf32")
+
+
+def test_launches_on_the_fields_device(device, monkeypatch):
+    """Every launch runs inside torch.cuda.device(fields.device) (a tensor on cuda:1 runs on cuda:1)."""
+    scope = correlation._device_scope(torch.device("cuda", 1))
+    assert isinstance(scope, torch.cuda.device) and scope.idx == 1
+    devices = []
+    original = correlation._device_scope
+    monkeypatch.setattr(correlation, "_device_scope", lambda d: devices.append(d) or original(d))
+    fields = torch.rand((1, 1, 5, 6), generator=torch.Generator().manual_seed(20)).to(device).requires_grad_(True)
+    _triton.two_point(fields, pairs=AUTO[:1], half_widths=(1, 1), periodic=True).sum().backward()
+    assert len(devices) == 3 and all(d == fields.device for d in devices)  # pad, forward, backward
 
 
 def test_opcheck(device):
     generator = torch.Generator().manual_seed(16)
-    fields = torch.rand((2, 2, 1, 6, 7), generator=generator).to(device).requires_grad_(True)
-    for pairs, periodic in (([0, 0, 1, 1], True), ([1, 0, 0, 1], False)):
-        torch.library.opcheck(correlation.correlate, (fields, pairs, [0, 2, 3], periodic, "tf32x3"))
-    upstream = torch.rand((2, 2, 1, 5, 7), generator=generator).to(device)
+    fields = torch.rand((1, 2, 1, 6, 7), generator=generator).to(device).requires_grad_(True)
+    torch.library.opcheck(correlation.correlate, (fields, [0, 0, 1, 1], [0, 2, 3], True, "tf32x3"))
+    torch.library.opcheck(correlation.pad, (fields.detach(), [0, 1], [0, 2, 3], False, "tf32"))
+    upstream = torch.rand((1, 2, 1, 5, 7), generator=generator).to(device).requires_grad_(True)
+    _, padded = correlation.correlate(fields.detach(), [0, 0, 0, 1], [0, 2, 3], False, "tf32x3")
     torch.library.opcheck(
-        correlation.correlate_backward, (upstream, fields.detach(), [0, 0, 0, 1], [0, 2, 3], False, "tf32x3")
+        correlation.correlate_backward, (upstream, fields, padded, [0, 0, 0, 1], [0, 2, 3], False, "tf32x3")
     )
 
 

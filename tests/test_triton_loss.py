@@ -90,7 +90,7 @@ def test_fused_equals_unfused(spatial, window, periodic, pairs, mask_kind, weigh
     arguments = (pred, target_stats, pairs, mask, window, periodic, weights, distance)
     fused_calls = []
     monkeypatch.setattr(
-        _triton, "weighted_squares", lambda *a: fused_calls.append(a) or triton_loss.weighted_squares(*a)
+        _triton, "weighted_distance", lambda *a: fused_calls.append(a) or triton_loss.weighted_distance(*a)
     )
     fused = distance_and_gradients(triton_distance, *arguments)
     distinct = all(k <= (n // 2 if periodic else n - 1) for k, n in zip(window, spatial))
@@ -124,14 +124,21 @@ def test_weights_with_gradient_take_unfused_path(device):
     torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_rejects_unknown_distance(device):
+    pred, target_stats, _, _ = make_inputs((6, 7), (2, 2), AUTO, None, None, device)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        triton_distance(pred, target_stats, AUTO, None, (2, 2), True, None, "l1")
+
+
 def test_zero_distance_has_zero_gradient(device):
-    pred = torch.rand((2, 2, 6, 5), generator=torch.Generator().manual_seed(22)).to(device)
+    """At distance 0 (indicators on 8 x 4 pixels: every sum and count exact) the gradient is 0, not NaN."""
+    pred = (torch.rand((2, 2, 8, 4), generator=torch.Generator().manual_seed(22)) < 0.5).float().to(device)
     target_stats = _triton.two_point(pred, pairs=AUTO, half_widths=(2, 2), periodic=True)
     values, gradient, _ = distance_and_gradients(
         triton_distance, pred, target_stats, AUTO, None, (2, 2), True, None, "l2"
     )
-    assert torch.all(values < 1e-6)
-    assert torch.isfinite(gradient).all() and gradient.abs().max() < 1e-3
+    assert torch.equal(values, torch.zeros_like(values))
+    assert torch.equal(gradient, torch.zeros_like(gradient))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -152,13 +159,26 @@ def test_two_point_loss_module(reduction, device):
 
 def test_opcheck(device):
     generator = torch.Generator().manual_seed(24)
-    fields = torch.rand((2, 2, 1, 6, 7), generator=generator).to(device).requires_grad_(True)
-    target = torch.rand((2, 2, 1, 5, 7), generator=generator).to(device).requires_grad_(True)
+    fields = torch.rand((1, 2, 1, 6, 7), generator=generator).to(device).requires_grad_(True)
+    target = torch.rand((1, 2, 1, 5, 7), generator=generator).to(device).requires_grad_(True)
     counts = _fft.pair_counts(None, spatial_shape=(6, 7), half_widths=(2, 3), periodic=False, device=device)
-    counts = counts.reshape(1, 1, 5, 7).float()
-    for weights in (None, torch.rand((2, 1, 5, 7), generator=generator).to(device)):
-        arguments = (fields, target, weights, counts, [0, 0, 0, 1], [0, 2, 3], False, "tf32x3")
-        torch.library.opcheck(triton_loss.weighted_squares, arguments)
+    inverse_counts = 1 / counts.reshape(1, 1, 5, 7).float()
+    for weights, distance in ((None, "l2"), (torch.rand((2, 1, 5, 7), generator=generator).to(device), "mse")):
+        arguments = (fields, target, weights, inverse_counts, [0, 0, 0, 1], [0, 2, 3], False, "tf32x3", distance)
+        torch.library.opcheck(triton_loss.weighted_distance, arguments)
+
+
+def test_gradgradcheck_float64(device):
+    """Every gradient order: the fused loss's backward is differentiable (gradgradcheck in float64)."""
+    generator = torch.Generator().manual_seed(26)
+    pred = torch.rand((1, 2, 3, 4), dtype=torch.float64, generator=generator).to(device).requires_grad_(True)
+    target_stats = torch.rand((1, 3, 3, 5), dtype=torch.float64, generator=generator).to(device)
+    weights = torch.rand((3, 3, 5), dtype=torch.float64, generator=generator).to(device)
+    assert torch.autograd.gradgradcheck(
+        lambda p: triton_distance(p, target_stats, MIXED, None, (1, 2), False, weights, "l2"),
+        (pred,),
+        fast_mode=True,
+    )
 
 
 def test_compiles_to_one_graph(device):

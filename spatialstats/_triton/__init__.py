@@ -8,32 +8,28 @@ distinct displacements (``_common.computed_half_widths``). This module applies t
 divides by the pair counts and maps that window onto the requested one (``_common.to_window``).
 """
 
-import os
 from typing import NamedTuple
 
 import torch
 
 from .._common import (
+    cached,
     computed_half_widths,
     counts_without_mask,
-    distance_from_squares,
     divide_by_counts,
     flat_pairs,
     statistics_dtype,
     to_window,
 )
-from .correlation import correlate
-from .loss import weighted_squares
-
-# triton.jit picks the interpreter when the kernels are defined, so this is read once, here.
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from .correlation import INTERPRETED, correlate
+from .loss import weighted_distance
 
 
 def unavailable_reason(device):
     """None when the kernels can run on ``device``, else why not."""
     device = torch.device(device)
     if device.type == "cpu":
-        if _INTERPRETED:
+        if INTERPRETED:
             return None
         return "Triton kernels run on CUDA GPUs; on the CPU only in the interpreter (TRITON_INTERPRET=1 before import)"
     if device.type != "cuda":
@@ -41,18 +37,32 @@ def unavailable_reason(device):
     if not torch.cuda.is_available():
         return "CUDA is not available"
     major, minor = torch.cuda.get_device_capability(device)
-    if major < 8 and not _INTERPRETED:
+    if major < 8 and not INTERPRETED:
         return f"the kernels need TF32 tensor cores (compute capability 8.0+), this GPU has {major}.{minor}"
     return None
 
 
+@torch.compiler.assume_constant_result  # read when traced: dynamo cannot trace the fp32_precision getter
+def _tf32_allowed():
+    """Whether torch allows TF32 for float32 matrix products on CUDA: the ``fp32_precision`` API of
+    torch >= 2.9 when it exists (``allow_tf32`` raises once that API has been used), else
+    ``allow_tf32``. An unset ("none") CUDA matmul precision follows the global one."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision is None:
+        return bool(matmul.allow_tf32)
+    if precision == "none":
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    return precision == "tf32"
+
+
 def _precision(dtype):
     """tl.dot input precision: float64 FMA; TF32 for fp16/bf16 (exact products) and for float32 when
-    torch allows TF32 matrix products (``torch.set_float32_matmul_precision("high")``); else tf32x3
-    (about float32 accuracy)."""
+    torch allows TF32 matrix products (``torch.set_float32_matmul_precision("high")`` or
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``); else tf32x3 (about float32 accuracy)."""
     if dtype == torch.float64:
         return "ieee"
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not _tf32_allowed():
         return "tf32x3"
     return "tf32"
 
@@ -68,9 +78,17 @@ def _mask_counts(mask, computed, periodic, dtype):
     weights = mask.to(dtype).unsqueeze(1)
     exact = mask.dtype == torch.bool and dtype == torch.float32  # 0/1 products are exact in TF32
     half_widths3 = [0] * (3 - d) + list(computed)
-    counts = correlate(_as_3d(weights, d), [0, 0], half_widths3, periodic, "tf32" if exact else _precision(dtype))
+    counts, _ = correlate(_as_3d(weights, d), [0, 0], half_widths3, periodic, "tf32" if exact else _precision(dtype))
     counts = counts.reshape(mask.shape[0], *(2 * k + 1 for k in computed))
     return counts.round() if mask.dtype == torch.bool else counts
+
+
+@cached()
+def _counts_without_mask(spatial, computed, periodic, device, dtype):
+    """(N(r), 1/N(r) or 0 where N = 0) without a mask over the computed window: (1, *window) each, in
+    ``dtype`` on ``device``; shared, never modified."""
+    counts = counts_without_mask(spatial, computed, periodic, device).to(dtype)
+    return counts, torch.where(counts > 0, counts.reciprocal(), 0.0)
 
 
 class _Prepared(NamedTuple):
@@ -79,6 +97,7 @@ class _Prepared(NamedTuple):
     computed: tuple  # computed half-widths, one per spatial axis
     half_widths3: list  # computed half-widths for the kernels' three axes
     counts: torch.Tensor  # N(r) over the computed window, (Bm, *window), compute dtype
+    inverse_counts: torch.Tensor | None  # 1/N (0 where N = 0) when known without work, else None
     precision: str
 
 
@@ -89,8 +108,9 @@ def _prepare(fields, pairs, mask, counts, half_widths, periodic):
     d = len(spatial)
     dtype = statistics_dtype(fields.dtype)
     computed = computed_half_widths(spatial, half_widths, periodic)
+    inverse_counts = None
     if mask is None:
-        counts = counts_without_mask(spatial, computed, periodic, fields.device).to(dtype)
+        counts, inverse_counts = _counts_without_mask(spatial, computed, periodic, fields.device, dtype)
     else:
         if counts is None:
             counts = _mask_counts(mask, computed, periodic, dtype)
@@ -106,6 +126,7 @@ def _prepare(fields, pairs, mask, counts, half_widths, periodic):
         computed=computed,
         half_widths3=[0] * (3 - d) + list(computed),
         counts=counts,
+        inverse_counts=inverse_counts,
         precision=_precision(fields.dtype),
     )
 
@@ -116,7 +137,7 @@ def two_point(fields, *, pairs, half_widths, periodic, mask=None, counts=None, n
     Direct sums of products: non-negative fields give non-negative statistics without a clamp.
     """
     prepared = _prepare(fields, pairs, mask, counts, half_widths, periodic)
-    sums = correlate(prepared.fields, prepared.pairs, prepared.half_widths3, periodic, prepared.precision)
+    sums, _ = correlate(prepared.fields, prepared.pairs, prepared.half_widths3, periodic, prepared.precision)
     sums = sums.reshape(*sums.shape[:2], *prepared.counts.shape[1:])
     stats = divide_by_counts(sums, prepared.counts.unsqueeze(1))
     return to_window(stats, fields.shape[2:], prepared.computed, tuple(half_widths), periodic)
@@ -164,7 +185,18 @@ def pair_distance(
     if weights is not None:
         weights = weights.to(dtype).expand(target_stats.shape[1:]).reshape(shape[1:])
     counts = prepared.counts.reshape(prepared.counts.shape[0], *shape[2:])
-    squares, _ = weighted_squares(
-        prepared.fields, target, weights, counts, prepared.pairs, prepared.half_widths3, periodic, prepared.precision
+    inverse_counts = prepared.inverse_counts
+    if inverse_counts is None:
+        inverse_counts = torch.where(prepared.counts > 0, prepared.counts.reciprocal(), 0.0)
+    distances, _, _ = weighted_distance(
+        prepared.fields,
+        target,
+        weights,
+        inverse_counts.reshape(counts.shape),
+        prepared.pairs,
+        prepared.half_widths3,
+        periodic,
+        prepared.precision,
+        distance,
     )
-    return distance_from_squares(squares, target_stats[0].numel(), distance)
+    return distances
