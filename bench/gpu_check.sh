@@ -9,14 +9,15 @@
 #       package with SPATIALSTATS_REQUIRE_EXTENSION=1, so that a failed CUDA build fails the step
 #       (install.log); checks that the backends the device needs are available; runs the test
 #       files with CUDA cases but their CPU cases (pytest.log, junit.xml) within the step's time.
-#   bash bench/gpu_check.sh sweep OUT [--device cpu] [--quick] [--budget-s S] [--compile]
+#   bash bench/gpu_check.sh sweep OUT [--device cpu] [--quick] [--budget-s SECONDS] [--compile]
 #       bench/sweep.py (sweep.csv, rows appended as measured; sweep.log), rerun in a fresh process
 #       when a CUDA error leaves the context unusable (it continues after the failed case), stopped
 #       by its time budget (default 300 s); then bench/plot.py from whatever was measured
 #       (sweep.png, summary.md with the fitted cost model).
 #
 # The exit status is the step's: 0 when everything passed; 2 a missing import; 3 a failed install;
-# 4 a backend the device needs is unavailable; else pytest's (test) or the plot's (sweep).
+# 4 a backend the device needs is unavailable; else pytest's (test), or the sweep's when it did not
+# finish cleanly (the plot is drawn all the same), else the plot's (sweep).
 # `--device cpu --quick` runs a step end to end without a GPU (tests/test_gpu_check.py). PYTHON
 # names the interpreter (default python3). Install: `python3 -m pip install --no-deps
 # --no-build-isolation -e .` (the GPU machine has no network), with TORCH_CUDA_ARCH_LIST (default
@@ -150,7 +151,9 @@ run_sweep() {
     [ $status -eq 0 ] || echo "sweep exit status $status (sweep.log); plotting what was measured"
     say "plot"
     "$PYTHON" bench/plot.py "$OUT" 2>&1 | tee "$OUT/plot.log"
-    return "${PIPESTATUS[0]}"
+    local plot_status=${PIPESTATUS[0]}
+    [ $status -ne 0 ] && return $status
+    return $plot_status
 }
 
 say "$step_name on $device into $OUT"

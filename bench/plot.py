@@ -39,8 +39,12 @@ CASE_KEYS = ("op", "batch", "phases", "spatial", "cutoff", "dtype")
 
 
 def read_rows(folder):
-    """The rows of OUT/sweep.csv, with shapes and times parsed (median_ms None where not measured)."""
-    with open(os.path.join(folder, "sweep.csv"), newline="") as handle:
+    """The rows of OUT/sweep.csv (none if there is no such file), with shapes and times parsed
+    (median_ms None where not measured)."""
+    path = os.path.join(folder, "sweep.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
         row["median_ms"] = float(row["median_ms"]) if row["median_ms"] else None

@@ -193,8 +193,9 @@ class Cost(NamedTuple):
 # ("conv", "cuda"): an estimate until measured: fp32 depthwise convolutions run on ATen's own CUDA
 #   kernels, an output per thread with its taps read through L1 (two loads per multiply-add, no
 #   shared-memory reuse), about a quarter of native's rate: ratio 0.3. conv has no CPU entry: on one
-#   thread of a 2-core AVX-512 CPU it is 1.6x to 69x slower than native in every case of
-#   bench/test_bench_conv.py (and beats fft only for small non-periodic windows).
+#   thread of a 2-core AVX-512 CPU it is 1.6x to 22x slower than native in every case of
+#   bench/test_bench_conv.py and beats fft only for non-periodic cutoffs up to 4, by 1.1x to 1.6x
+#   (bench/results/cpu/conv.md).
 COST_MODEL = {
     ("fft", "cpu"): Cost(1.0, "the unit"),
     ("fft", "cuda"): Cost(1.0, "the unit"),

@@ -163,7 +163,13 @@ def test_sweep_moves_a_csv_with_other_columns_aside(tmp_path, two_cases):
 
 
 def test_plot_summarises_a_partial_sweep(tmp_path, two_cases):
-    sweep.run(str(tmp_path), "cpu", True, 0.0, False)
-    plot.main([str(tmp_path)])
-    assert not (tmp_path / "sweep.png").exists()
+    plot.main([str(tmp_path)])  # before the sweep wrote anything
     assert "0 of 0 rows measured" in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "sweep.png").exists()
+    assert sweep.run(str(tmp_path), "cpu", True, 100.0, False) == 0
+    lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    (tmp_path / "sweep.csv").write_text("\n".join(lines[:3]) + "\n")  # as a sweep stopped after two rows
+    plot.main([str(tmp_path)])
+    text = (tmp_path / "summary.md").read_text()
+    assert "2 of 2 rows measured" in text and "| stats 2 1 12x12 2 float32 | " in text
+    assert (tmp_path / "sweep.png").stat().st_size > 0
