@@ -83,7 +83,7 @@ def test_test_step_stops_on_a_failed_install(tmp_path):
 
 def test_sweep_step_end_to_end(tmp_path):
     out = tmp_path / "out"
-    result = gpu_check("sweep", out, python_shim(tmp_path))
+    result = gpu_check("sweep", out, python_shim(tmp_path), "--budget-s", "500")  # all of it, even on a busy machine
     assert result.returncode == 0, result.stdout + result.stderr
     rows = read_csv(out)
     names = ["fft", "native", "conv", "auto"]
