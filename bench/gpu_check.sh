@@ -122,11 +122,14 @@ EOF
 }
 
 run_tests() {
-    local files
+    # The test files with CUDA cases, but their CPU cases (they run in CI); --quick: a few fast tests
+    # and the files that hold them, to run the step on a CPU.
+    local files selection=(-k "not cpu")
     files=$(grep -l cuda tests/test_*.py | tr '\n' ' ')
-    # The CPU cases of these files run in CI; --quick: a few fast tests, to run the step on a CPU.
-    local selection=(-k "not cpu")
-    [ ${#quick[@]} -gt 0 ] && selection=(-k "multiphase_pairs or bad_input_raises_from_cpp")
+    if [ ${#quick[@]} -gt 0 ]; then
+        selection=(-k "multiphase_pairs or bad_input_raises_from_cpp")
+        files=$(grep -l -E "def test_(multiphase_pairs|bad_input_raises_from_cpp)" $files | tr '\n' ' ')
+    fi
     local seconds=$((STEP_SECONDS - (SECONDS - started)))
     say "pytest ${files}${selection[*]} (at most $seconds s)"
     timeout "$seconds" "$PYTHON" -m pytest -v -p no:cacheprovider --junitxml "$OUT/junit.xml" $files "${selection[@]}" \
