@@ -16,7 +16,7 @@ TORCH_CUDA_ARCH_LIST ?= 9.0
 MAX_JOBS ?= 2
 SPATIALSTATS_REQUIRE_EXTENSION ?= 1
 REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 "cuda-toolkit[nvcc,cccl,crt,nvvm]==13.0.3.0" cupy-cuda13x \
-	numpy pybind11 ninja setuptools wheel pytest pytest-benchmark matplotlib pillow tqdm ruff==0.17.5 \
+	numpy scipy pybind11 ninja setuptools wheel pytest pytest-benchmark matplotlib pillow tqdm ruff==0.17.5 \
 	"dask[array]" distributed scikit-learn
 
 # The Triton range the backend supports (pyproject.toml's "triton" extra): side copies of the oldest

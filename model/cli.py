@@ -1,11 +1,26 @@
-"""The VAE's commands of the ``spatialstats`` console script: ``train``, ``evaluate`` and ``data``."""
+"""The VAE's commands of the ``spatialstats`` console script: ``train``, ``evaluate`` and ``data``.
+
+Each ``add_*(subparsers, name)`` adds one command; pyproject.toml registers them in the entry-point
+group ``spatialstats.commands``.
+"""
 
 import argparse
 import dataclasses
 import os
+import sys
 
 from .data import LineConfig, write_gaussian_images, write_line_images
-from .train import PRESET_HELP, PRESETS, TrainConfig, float_tuple, load_checkpoint, preset_config, train
+from .train import (
+    PRESET_HELP,
+    PRESETS,
+    TrainConfig,
+    TrainingInterrupted,
+    checkpoint_config,
+    float_tuple,
+    load_checkpoint,
+    preset_config,
+    train,
+)
 
 TRAIN_EPILOG = """\
 presets:
@@ -21,11 +36,14 @@ examples:
 """
 
 EVALUATE_EPILOG = """\
-writes OUT/report.md with the metrics of the model (and of --baseline) beside the paper's, and
-OUT/reconstructions.png, mse_histograms.png, training_curves.png and latent_traversal_*.png.
+writes OUT/report.md: the metrics of the model (and of --baseline) beside the paper's, a verdict on the
+paper's finding with bootstrap intervals (with --baseline), the line counts of the reconstructions and of
+the nearest training images, the nearest training images themselves, the overfitting check and the
+volume-fraction differences, with their PNGs. The searches over the training images run on --device.
 
-example:
+examples:
   spatialstats evaluate runs/stats/checkpoint.pt --baseline runs/pixel/checkpoint.pt --out report
+  spatialstats evaluate runs/stats/checkpoint.pt --data-dir /data/moved/images --out report
 """
 
 
@@ -78,15 +96,26 @@ def run_train(args):
     if args.resume:
         if args.preset:
             raise ValueError("--resume continues the run of the checkpoint with its own settings; drop --preset")
-        config = TrainConfig.from_dict(load_checkpoint(args.resume)["config"])
+        config = checkpoint_config(load_checkpoint(args.resume), args.resume)
     elif args.preset:
         config = preset_config(args.preset)
     else:
         raise ValueError("give --preset NAME (one of " + ", ".join(PRESETS) + ") or --resume CHECKPOINT")
     config = with_settings(config, settings)
     out = args.out or (os.path.dirname(args.resume) if args.resume else os.path.join("runs", args.preset))
-    path = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    print(f"wrote {path}")
+    first_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        path = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        if first_process:
+            print(f"\n{stop}.", file=sys.stderr)
+            if stop.checkpoint:
+                print(f"resume with: spatialstats train --resume {stop.checkpoint}", file=sys.stderr)
+            else:
+                print("no epoch was complete, so there is nothing to resume.", file=sys.stderr)
+        return 130
+    if first_process:
+        print(f"wrote {path}")
     return 0
 
 
@@ -98,7 +127,12 @@ def run_evaluate(args):
     paths = [args.checkpoint] + ([args.baseline] if args.baseline else [])
     evaluations = [
         evaluate_checkpoint(
-            path, split=args.split, n_images=args.n_images, device=args.device, line_metrics=args.line_metrics
+            path,
+            split=args.split,
+            n_images=args.n_images,
+            device=args.device,
+            line_metrics=args.line_metrics,
+            data_dir=args.data_dir,
         )
         for path in paths
     ]
@@ -111,25 +145,30 @@ def run_data(args):
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.kind == "lines":
-        write_line_images(
-            args.out, args.n, args.size, with_settings(LineConfig(), given_settings(args, LineConfig)), args.seed
-        )
+        lines = with_settings(LineConfig(), given_settings(args, LineConfig))
+        write_line_images(args.out, args.n, args.size, lines, args.seed, progress=not args.no_progress)
     else:
-        write_gaussian_images(args.out, args.n, args.size, args.volume_fractions, args.correlation_length, args.seed)
+        write_gaussian_images(
+            args.out,
+            args.n,
+            args.size,
+            args.volume_fractions,
+            args.correlation_length,
+            args.seed,
+            progress=not args.no_progress,
+        )
     print(f"wrote {args.n} {args.kind} images under {args.out}")
     return 0
 
 
-def add_commands(subparsers):
-    """Add ``train``, ``evaluate`` and ``data`` to the ``spatialstats`` command's subparsers."""
-    raw = argparse.RawDescriptionHelpFormatter
-    presets = "\n".join(f"  {name:18s} {text}" for name, text in PRESET_HELP.items())
+def add_train(subparsers, name="train"):
+    presets = "\n".join(f"  {preset:18s} {text}" for preset, text in PRESET_HELP.items())
     parser = subparsers.add_parser(
-        "train",
+        name,
         help="train the spatial-statistics VAE (or its pixel-loss baseline)",
         description="Train the VAE of arXiv 2402.11103 from a preset.",
         epilog=TRAIN_EPILOG.format(presets=presets),
-        formatter_class=raw,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", choices=list(PRESETS), help="starting settings (see below)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
@@ -139,12 +178,14 @@ def add_commands(subparsers):
     add_config_arguments(parser.add_argument_group("settings"), TrainConfig)
     parser.set_defaults(handler=run_train)
 
+
+def add_evaluate(subparsers, name="evaluate"):
     parser = subparsers.add_parser(
-        "evaluate",
+        name,
         help="the paper's metrics and a report of a trained VAE",
         description="Evaluate a trained VAE (and a baseline) on held-out images.",
         epilog=EVALUATE_EPILOG,
-        formatter_class=raw,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", help="checkpoint.pt of the model (the statistics-loss VAE)")
     parser.add_argument("--baseline", metavar="CHECKPOINT", help="checkpoint of the model to compare with")
@@ -155,6 +196,10 @@ def add_commands(subparsers):
         help="images to use (default: test, or validation for runs without test images, as the paper preset's)",
     )
     parser.add_argument("--n-images", type=int, default=1000, help="how many of them (default: 1000)")
+    parser.add_argument(
+        "--data-dir",
+        help="the data folder of folder datasets, when it moved (default: the checkpoint's, resolved from its folder)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
         "--line-metrics",
@@ -164,8 +209,10 @@ def add_commands(subparsers):
     )
     parser.set_defaults(handler=run_evaluate)
 
+
+def add_data(subparsers, name="data"):
     parser = subparsers.add_parser(
-        "data",
+        name,
         help="write generated microstructures to a folder",
         description="Write generated images (and labels.csv for lines) to a folder.",
     )
@@ -179,6 +226,7 @@ def add_commands(subparsers):
         sub.add_argument("--out", required=True, help="output folder")
         sub.add_argument("--size", type=int, default=224, help="image side in pixels (default: 224)")
         sub.add_argument("--seed", type=int, default=0, help="image i is a function of (seed, i) (default: 0)")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
         if kind == "lines":
             add_config_arguments(sub, LineConfig)
         else:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import torch
 
+from spatialstats.generators import check_volume_fractions, gaussian_microstructure
 from spatialstats.io import IMAGE_SUFFIXES, check_phase_labels, image_labels, label_array, read_array
 
 LINE_PHASE = 0
@@ -112,34 +113,6 @@ def line_image(size, config, rng):
     return image, labels
 
 
-def check_gaussian_options(volume_fractions, correlation_length):
-    """The volume fractions as an array; ValueError unless they are positive with a sum below 1."""
-    fractions = np.asarray(volume_fractions, dtype=np.float64)
-    if fractions.ndim != 1 or np.any(fractions <= 0) or fractions.sum() >= 1:
-        raise ValueError(f"volume_fractions must be positive and sum to less than 1, got {volume_fractions!r}")
-    if correlation_length <= 0:
-        raise ValueError(f"correlation_length must be positive, got {correlation_length!r}")
-    return fractions
-
-
-def gaussian_microstructure(shape, *, volume_fractions=(0.5,), correlation_length=4.0, seed=0):
-    """A label image of len(volume_fractions) + 1 phases from thresholded Gaussian-filtered noise.
-
-    White noise on a periodic grid of ``shape`` (2D or 3D) is smoothed by a Gaussian of standard
-    deviation ``correlation_length`` pixels and cut at the quantiles that give phase p the
-    fraction ``volume_fractions[p]`` (the last phase takes the rest). Returns int64 labels 0..n-1.
-    """
-    fractions = check_gaussian_options(volume_fractions, correlation_length)
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal(shape)
-    frequencies = np.meshgrid(*(np.fft.fftfreq(n) for n in shape), indexing="ij")
-    squared = sum(f**2 for f in frequencies)
-    kernel = np.exp(-2.0 * (np.pi * correlation_length) ** 2 * squared)
-    smooth = np.fft.ifftn(np.fft.fftn(noise) * kernel).real
-    cuts = np.quantile(smooth, np.cumsum(fractions))
-    return np.searchsorted(cuts, smooth, side="right").astype(np.int64)
-
-
 class LineDataset(torch.utils.data.Dataset):
     """``n`` line images made on the fly; image i is a function of (seed, i) only.
 
@@ -176,7 +149,7 @@ class GaussianDataset(torch.utils.data.Dataset):
     def __init__(self, n, size, volume_fractions=(0.5,), correlation_length=4.0, seed=0):
         self.n, self.size, self.seed = n, size, seed
         self.volume_fractions, self.correlation_length = tuple(volume_fractions), correlation_length
-        self.n_phases = len(check_gaussian_options(volume_fractions, correlation_length)) + 1
+        self.n_phases = len(check_volume_fractions(volume_fractions, correlation_length)) + 1
 
     def __len__(self):
         return self.n
@@ -280,7 +253,16 @@ def split_indices(n, fractions, seed):
     return {name: np.sort(part) for name, part in zip(SPLITS, parts)}
 
 
-def write_line_images(out, n, size, config=LineConfig(), seed=0):
+def progress_bar(iterable, description, enabled=True, total=None):
+    """``iterable`` with a tqdm progress bar on terminals when ``enabled``."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=description, total=total, leave=False, disable=None, dynamic_ncols=True)
+
+
+def write_line_images(out, n, size, config=LineConfig(), seed=0, progress=True):
     """Write images/NNNNNN.png and labels.csv (ImageName, LineType, NumberOfLines, VolumeFraction) under ``out``."""
     from PIL import Image
 
@@ -289,16 +271,16 @@ def write_line_images(out, n, size, config=LineConfig(), seed=0):
     with open(os.path.join(out, "labels.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ImageName", "LineType", "NumberOfLines", "VolumeFraction"])
-        for index in range(n):
+        for index in progress_bar(range(n), "writing line images", progress):
             image, labels = dataset.image_and_labels(index)
             name = f"{index:06d}.png"
             Image.fromarray(image * 255).save(os.path.join(out, "images", name))
             writer.writerow([name, labels.orientation, labels.n_lines, f"{labels.volume_fraction:.6f}"])
 
 
-def write_gaussian_images(out, n, size, volume_fractions, correlation_length, seed=0):
+def write_gaussian_images(out, n, size, volume_fractions, correlation_length, seed=0, progress=True):
     """Write images/NNNNNN.npy label images (phases 0..len(volume_fractions)) under ``out``."""
     dataset = GaussianDataset(n, size, volume_fractions, correlation_length, seed)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
-    for index in range(n):
+    for index in progress_bar(range(n), "writing gaussian images", progress):
         np.save(os.path.join(out, "images", f"{index:06d}.npy"), dataset[index].numpy())

@@ -1,8 +1,16 @@
-"""The ``spatialstats`` command: statistics of phase-map files, and the VAE's commands when present."""
+"""The ``spatialstats`` command: statistics of phase-map files, and the commands other packages add.
+
+Other packages add commands through the entry-point group ``spatialstats.commands``: an entry point
+``NAME = "package.module:function"`` makes ``spatialstats NAME``, where ``function(subparsers, name)``
+adds the command's parser (the VAE's ``train``, ``evaluate`` and ``data`` come this way from ``model``).
+A command whose module cannot be imported stays listed and, when run, says what is missing.
+"""
 
 import argparse
 import csv
+import importlib.metadata
 import os
+import re
 import sys
 
 import numpy as np
@@ -12,6 +20,8 @@ from . import _backend, ops
 from .io import PhaseCollection, find_images, image_labels, label_array, read_array, write_label_image
 from .plot import pair_name
 from .radial import radial_profile
+
+COMMAND_GROUP = "spatialstats.commands"
 
 DESCRIPTION = """\
 Exact two-point statistics of microstructure images.
@@ -427,18 +437,60 @@ def build_parser():
     recon.add_argument("--device", help="torch device to compute on (default: cpu)")
     recon.add_argument("--backend", default="auto", choices=("auto", *_backend.BACKENDS), help="computation backend")
     recon.set_defaults(handler=run_reconstruct)
-    try:
-        from model.cli import add_commands
-    except ImportError:
-        add_commands = None
-    if add_commands is not None:
-        add_commands(commands)
+    for entry_point in sorted(importlib.metadata.entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        add_command(commands, entry_point)
     return parser
+
+
+def add_command(commands, entry_point):
+    """Add the command of an entry point; one whose module fails to import gets a parser that reports why."""
+    try:
+        add_parser = entry_point.load()
+    except ImportError as error:
+        reason = import_failure(entry_point, error)
+        unavailable = commands.add_parser(entry_point.name, help=f"(unavailable: {reason})", add_help=False)
+        unavailable.set_defaults(handler=lambda args: _unavailable(entry_point.name, reason), any_arguments=True)
+        return
+    add_parser(commands, entry_point.name)
+
+
+def import_failure(entry_point, error):
+    """Why the module of ``entry_point`` did not import: the missing package, or the file in its way."""
+    module = entry_point.value.partition(":")[0]
+    top = module.partition(".")[0]
+    found = sys.modules.get(top)
+    if found is not None and module != top and not hasattr(found, "__path__"):
+        where = getattr(found, "__file__", None) or "a module"
+        return f"{top!r} is {where}, not the package {module} belongs to (rename it or run from another folder)"
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        missing = error.name.partition(".")[0]
+        extra = _extra_requiring(entry_point.dist, missing, preferred=top)
+        hint = f" (pip install '{entry_point.dist.name}[{extra}]')" if extra else ""
+        return f"{module} needs the package {missing!r}, which is not installed{hint}"
+    return f"{module} failed to import: {error}"
+
+
+def _extra_requiring(dist, package, preferred):
+    """The optional-dependency group of distribution ``dist`` that lists ``package`` (``preferred`` if it
+    does), or None."""
+    extras = []
+    for requirement in (dist.requires or []) if dist is not None else []:
+        name = re.match(r"[A-Za-z0-9._-]*", requirement).group(0)
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", requirement)
+        if extra and re.sub(r"[-_.]+", "-", name).lower() == re.sub(r"[-_.]+", "-", package).lower():
+            extras.append(extra.group(1))
+    return preferred if preferred in extras else next(iter(extras), None)
+
+
+def _unavailable(name, reason):
+    raise ImportError(f"the command {name!r} cannot run: {reason}")
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 0

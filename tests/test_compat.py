@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import gaussian_microstructure
 from spatialstats import compat
 from spatialstats.compat import FlattenTransformer, PrimitiveTransformer, TwoPointCorrelation, two_point_stats
+from spatialstats.generators import gaussian_microstructure
 
 
 def pymks_algorithm(arr1, arr2, periodic, cutoff, mask):

@@ -142,8 +142,8 @@ def test_written_line_images_read_back(tmp_path):
 
 
 def test_folder_phases_come_from_every_file_and_sizes_must_agree(tmp_path):
-    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.int64))
-    np.save(tmp_path / "b.npy", np.full((8, 8), 3))
+    np.save(tmp_path / "a.npy", np.arange(64).reshape(8, 8) % 2)  # phases 0 and 1
+    np.save(tmp_path / "b.npy", np.arange(64).reshape(8, 8) % 2 + 2)  # phases 2 and 3
     assert FolderDataset(str(tmp_path)).n_phases == 4
     np.save(tmp_path / "c.npy", np.zeros((9, 9), np.int64))
     with pytest.raises(ValueError, match="differs"):

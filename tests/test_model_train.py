@@ -9,11 +9,24 @@ import sys
 
 import pytest
 import torch
+from tqdm import tqdm
 
-from model.data import LineConfig
+import model.train as training
+from model.data import LineConfig, LineDataset, write_line_images
 from model.objectives import STATISTICS_FORMS
-from model.train import build_model, build_objective, build_splits, load_checkpoint, preset_config, train
-from model.vae import model_input, one_hot
+from model.train import (
+    build_model,
+    build_objective,
+    build_splits,
+    encoder_note,
+    load_checkpoint,
+    pace_note,
+    pixel_weight_at,
+    preset_config,
+    recalibrate_batch_norm,
+    train,
+)
+from model.vae import ResNetVAE, model_input, one_hot
 from spatialstats.cli import main
 
 TINY_LINES = LineConfig(min_thickness=2, max_thickness=3, min_length=16, max_length=32, min_gap=2)
@@ -131,6 +144,7 @@ def test_two_gloo_processes_train_with_ddp(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # only the first process says it
     checkpoint = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert checkpoint["world_size"] == 2
     # 24 training images: 12 per process, one batch of 8 each
@@ -178,12 +192,18 @@ def test_train_and_evaluate_from_the_command_line(tmp_path, capsys):
         "reconstructions.png",
     ):
         assert words in report
+    for words in ("## Verdict", "## Line counts", "## Overfitting check", "## Nearest training images", "KS statistic"):
+        assert words in report
     for name in (
         "reconstructions",
         "mse_histograms",
         "training_curves",
         "latent_traversal_statistics",
         "latent_traversal_pixel",
+        "nearest_training_images_statistics",
+        "line_counts",
+        "overfitting",
+        "volume_fraction_difference",
     ):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000
 
@@ -219,3 +239,122 @@ def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     torch.save({"a": torch.zeros(1)}, path)
     status, errors = _spatialstats(capsys, "evaluate", str(path))
     assert status == 2 and "not a checkpoint" in errors
+
+
+def _train_tiny(capsys, out, *extra):
+    return _spatialstats(
+        capsys, "train", "--preset", "demo-cpu", *TINY_FLAGS, "--out", str(out), "--no-progress", *extra
+    )
+
+
+def test_resume_names_the_settings_that_differ(tmp_path, capsys):
+    status, errors = _train_tiny(capsys, tmp_path, "--epochs", "1")
+    assert status == 0, errors
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    status, errors = _spatialstats(
+        capsys, "train", "--resume", checkpoint, "--encoder", "resnet34", "--latent-dim", "4"
+    )
+    assert status == 2
+    for words in ("keeps the settings of its checkpoint", "encoder resnet34 (checkpoint: resnet18)", "latent_dim 4"):
+        assert words in errors, errors
+    status, errors = _spatialstats(capsys, "train", "--resume", checkpoint, "--epochs", "2", "--no-progress")
+    assert status == 0, errors
+    assert load_checkpoint(checkpoint)["epoch"] == 2
+
+
+def test_a_relative_data_folder_is_found_from_anywhere(tmp_path, capsys, monkeypatch):
+    write_line_images(str(tmp_path / "project" / "data"), 40, 32, TINY_LINES, seed=1, progress=False)
+    monkeypatch.chdir(tmp_path / "project")
+    status, errors = _train_tiny(capsys, "run", "--epochs", "1", "--dataset", "folder", "--data-dir", "data/images")
+    assert status == 0, errors
+    checkpoint = str(tmp_path / "project" / "run" / "checkpoint.pt")
+    assert load_checkpoint(checkpoint)["config"]["data_dir"] == os.path.join("..", "data", "images")
+    os.makedirs(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    evaluate = ["evaluate", checkpoint, "--n-images", "4", "--out", "report"]
+    assert _spatialstats(capsys, *evaluate)[0] == 0
+    shutil.move(tmp_path / "project" / "data", tmp_path / "moved")
+    status, errors = _spatialstats(capsys, *evaluate)
+    assert status == 2 and os.path.join("project", "data", "images") in errors
+    status, errors = _spatialstats(capsys, *evaluate, "--data-dir", str(tmp_path / "moved" / "images"))
+    assert status == 0, errors
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    (tmp_path / "old.pt.partial").write_text("left by a crash")
+    saves, real_save = [], training._save
+
+    def save_then_stop(path, payload):  # Ctrl-C while writing epoch 2's checkpoint
+        saves.append(path)
+        if len(saves) == 3:
+            torch.save(payload, path + ".partial")
+            raise KeyboardInterrupt
+        real_save(path, payload)
+
+    monkeypatch.setattr(training, "_save", save_then_stop)
+    status, errors = _train_tiny(capsys, tmp_path)
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    assert status == 130
+    assert "stopped by Ctrl-C after epoch 1" in errors and f"spatialstats train --resume {checkpoint}" in errors
+    assert load_checkpoint(checkpoint)["epoch"] == 1
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
+
+
+def test_long_cpu_runs_and_frozen_random_encoders_are_announced(tmp_path, capsys):
+    paper = preset_config("paper")
+    note = encoder_note(paper)
+    assert note.startswith("warning:") and "frozen" in note and "--encoder-weights" in note and "resnet152" in note
+    assert encoder_note(preset_config("demo-cpu")).startswith("note:")
+    warning = pace_note(30.0, 2187, 1500, torch.device("cpu"))
+    assert warning.startswith("warning:") and "18.2 h" in warning and "1139 days" in warning
+    assert pace_note(0.1, 90, 8, torch.device("cpu")).startswith("note:")
+    assert pace_note(30.0, 2187, 1500, torch.device("cuda")).startswith("note:")
+    train(tiny_config(epochs=1, freeze_encoder=True), str(tmp_path), progress=False)
+    output = capsys.readouterr().out
+    assert "warning: the resnet18 trunk is frozen and starts from random weights" in output
+    assert "note: one epoch (3 batches) takes about" in output
+
+
+def test_progress_bars_for_the_data_and_the_statistics_pass(tmp_path, capsys, monkeypatch):
+    shown = []
+
+    def recording_bar(iterable, description, enabled=True, total=None):
+        shown.append((description, enabled))
+        return tqdm(iterable, disable=True)
+
+    monkeypatch.setattr(training, "progress_bar", recording_bar)
+    monkeypatch.setattr("model.data.progress_bar", recording_bar)
+    train(tiny_config(epochs=1), str(tmp_path / "run"), progress=True)
+    status, errors = _spatialstats(capsys, "data", "lines", "--n", "3", "--out", str(tmp_path / "data"))
+    assert status == 0, errors
+    descriptions = {description for description, enabled in shown if enabled}
+    assert {"statistics of the training images", "epoch 1/1", "writing line images"} <= descriptions
+
+
+def test_batch_norm_statistics_are_recomputed_for_evaluation():
+    torch.manual_seed(0)
+    vae = ResNetVAE(encoder="resnet18", latent_dim=4, image_size=32)
+    dataset = LineDataset(64, 32, TINY_LINES, seed=3)
+    labels = torch.stack([dataset[i] for i in range(64)])
+    images = model_input(labels, 2)
+    norms = [m for m in vae.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:  # running averages far from the current weights' statistics
+        norm.running_mean += 3.0
+    with torch.no_grad():
+        batch_mu = vae.train().encode(images)[0]
+        stale_mu = vae.eval().encode(images)[0]
+        recalibrate_batch_norm(vae, [labels], "cpu", batches=1)
+        mu = vae.eval().encode(images)[0]
+    scale = batch_mu.abs().max()
+    assert (stale_mu - batch_mu).abs().max() > 0.5 * scale  # the stale statistics move mu by half its size
+    assert (mu - batch_mu).abs().max() < 0.1 * scale
+    assert [norm.momentum for norm in norms] == momenta and 0.01 in momenta
+
+
+def test_the_pixel_warm_start_fades_out():
+    config = tiny_config(epochs=10, pixel_warmup=0.5)
+    assert [pixel_weight_at(config, e) for e in range(7)] == pytest.approx([1, 0.8, 0.6, 0.4, 0.2, 0, 0])
+    assert pixel_weight_at(tiny_config(epochs=10, pixel_weight=2.0, pixel_warmup=0.0), 3) == 2.0
+    with pytest.raises(ValueError, match="pixel_warmup"):
+        tiny_config(pixel_warmup=1.5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import spatialstats as ss
-from model.data import gaussian_microstructure
+from spatialstats.generators import gaussian_microstructure
 
 from .conftest import requires_cuda
 
