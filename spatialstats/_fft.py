@@ -40,6 +40,7 @@ from ._common import (
     analytic_counts,
     cached,
     computed_half_widths,
+    counts_from_correlation,
     counts_without_mask,
     distance_from_squares,
     fast_fft_size,
@@ -236,12 +237,7 @@ def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     weights = mask.to(torch.float64).unsqueeze(1)
     spectra = torch.fft.rfftn(weights, s=grid, dim=tuple(range(-len(spatial), 0)))
     counts = _correlate(spectra, ((0, 0),), grid, computed, (1.0,)).squeeze(1)
-    counts = to_window(counts, spatial, computed, half_widths, periodic)
-    if mask.dtype == torch.bool:
-        return counts.round()
-    # [0, 1] weights: a sum that is zero up to round-off is zero.
-    total = weights.flatten(1).square().sum(1).reshape((-1,) + (1,) * len(spatial))
-    return torch.where(counts.abs() <= 1e-12 * total, 0.0, counts)
+    return counts_from_correlation(to_window(counts, spatial, computed, half_widths, periodic), mask)
 
 
 def _prepare(fields, mask, counts, half_widths, periodic):
