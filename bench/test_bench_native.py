@@ -29,7 +29,8 @@ def indicator():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_forward(benchmark, backend, cutoff, periodic):
     benchmark.group = f"256x256 forward cutoff {cutoff} {'periodic' if periodic else 'open'}"
-    benchmark(BACKENDS[backend].two_point, indicator(), ((0, 0),), None, (cutoff, cutoff), periodic)
+    options = dict(pairs=((0, 0),), half_widths=(cutoff, cutoff), periodic=periodic)
+    benchmark(BACKENDS[backend].two_point, indicator(), **options)
 
 
 @pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
@@ -41,6 +42,6 @@ def test_forward_backward(benchmark, backend, cutoff, periodic):
     module = BACKENDS[backend]
 
     def forward_backward():
-        module.two_point(fields, ((0, 0),), None, (cutoff, cutoff), periodic).sum().backward()
+        module.two_point(fields, pairs=((0, 0),), half_widths=(cutoff, cutoff), periodic=periodic).sum().backward()
 
     benchmark(forward_backward)

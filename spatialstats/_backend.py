@@ -44,7 +44,7 @@ from ._common import (
     window_shape,
 )
 
-BACKENDS = ("reference", "fft", "triton", "native")
+BACKENDS = ("reference", "fft", "triton", "native", "conv")
 BACKEND_ENV = "SPATIALSTATS_BACKEND"
 AUTOTUNE_ENV = "SPATIALSTATS_AUTOTUNE"
 AUTOTUNE_FILE_ENV = "SPATIALSTATS_AUTOTUNE_FILE"
@@ -53,6 +53,7 @@ _MODULES = {
     "fft": "spatialstats._fft",
     "triton": "spatialstats._triton",
     "native": "spatialstats._native",
+    "conv": "spatialstats._conv",
 }
 
 
@@ -193,12 +194,19 @@ class Cost(NamedTuple):
 #   fft ~22 bytes per grid point and transform at 3.35 TB/s (6.8e-13 s per unit); triton tf32x3 at
 #   ~50% of 8.2e13 products/s with ~30% of the tiles used (4.1e-14 s per unit, ratio 0.06); native
 #   float32 FMAs at ~40% of 3.35e13/s (5.5e-14 s per unit, ratio 0.08).
+# ("conv", "cuda"): an estimate until measured: fp32 depthwise convolutions run on ATen's own CUDA
+#   kernels, an output per thread with its taps read through L1 (two loads per multiply-add, no
+#   shared-memory reuse), about a quarter of native's rate: ratio 0.3. conv has no CPU entry: on one
+#   thread of a 2-core AVX-512 CPU it is 1.6x to 22x slower than native in every case of
+#   bench/test_bench_conv.py and beats fft only for non-periodic cutoffs up to 4, by 1.1x to 1.6x
+#   (bench/results/cpu/conv.md).
 COST_MODEL = {
     ("fft", "cpu"): Cost(1.0, "the unit"),
     ("fft", "cuda"): Cost(1.0, "the unit"),
     ("native", "cpu"): Cost(0.1, "bench/calibrate_cpu.py, 1 thread, 2-core AVX-512 CPU"),
     ("triton", "cuda"): Cost(0.06, None),
     ("native", "cuda"): Cost(0.08, None),
+    ("conv", "cuda"): Cost(0.3, None),
 }
 # Candidates whose estimate is more than this many times the best estimate are not measured.
 MEASURE_WITHIN = 8.0

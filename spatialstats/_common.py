@@ -93,6 +93,16 @@ def counts_without_mask(spatial_shape, half_widths, periodic, device=None):
     return counts.to(device)
 
 
+def counts_from_correlation(counts, mask):
+    """N(r) from a correlation of the mask with itself computed in float64 (B, *window): integers for
+    a boolean mask (so N(r) = 0 is exact and gives S = 0); for [0, 1] weights, 0 where the sum is
+    zero up to round-off."""
+    if mask.dtype == torch.bool:
+        return counts.round()
+    total = mask.to(torch.float64).flatten(1).square().sum(1).reshape((-1,) + (1,) * (counts.ndim - 1))
+    return torch.where(counts.abs() <= 1e-12 * total, 0.0, counts)
+
+
 def distance_from_squares(squares, n_values, distance):
     """The per-sample distance from sum_{p, r} w D^2 (B,): sqrt of it ("l2", with a zero slope at 0 where
     sqrt's is infinite) or its mean over the ``n_values`` entries ("mse")."""

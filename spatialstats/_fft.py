@@ -41,6 +41,7 @@ from ._common import (
     analytic_counts,
     cached,
     computed_half_widths,
+    counts_from_correlation,
     counts_without_mask,
     distance_from_squares,
     eager_twin,
@@ -261,12 +262,7 @@ def pair_counts(mask, *, spatial_shape, half_widths, periodic, device=None):
     weights = mask.to(torch.float64).unsqueeze(1)
     plan = plan_for(weights, ((0, 0),), half_widths, periodic)
     counts = _correlate(torch.fft.rfftn(weights, s=plan.grid, dim=plan.dims), plan, (1.0,), consume=True)
-    counts = to_window(counts.squeeze(1), spatial, plan.computed, half_widths, periodic)
-    if mask.dtype == torch.bool:
-        return counts.round()
-    # [0, 1] weights: a sum that is zero up to round-off is zero.
-    total = weights.flatten(1).square().sum(1).reshape((-1,) + (1,) * len(spatial))
-    return torch.where(counts.abs() <= 1e-12 * total, 0.0, counts)
+    return counts_from_correlation(to_window(counts.squeeze(1), spatial, plan.computed, half_widths, periodic), mask)
 
 
 def _prepare(fields, pairs, mask, counts, half_widths, periodic):

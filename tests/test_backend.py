@@ -17,6 +17,7 @@ BACKEND_FILES = {
     "spatialstats._ref": ["_ref.py"],
     "spatialstats._fft": ["_fft.py"],
     "spatialstats._native": ["_native.py"],
+    "spatialstats._conv": ["_conv.py"],
     "spatialstats._triton": ["_triton/__init__.py", "_triton/correlation.py", "_triton/loss.py"],
 }
 
@@ -48,7 +49,7 @@ def imported_modules(path):
 
 
 def test_every_backend_implements_the_contract():
-    for name in ("reference", "fft", "native"):
+    for name in ("reference", "fft", "native", "conv"):
         assert isinstance(_backend.load(name), _backend.Backend), name
     assert isinstance(_fft, _backend.FusedDistance)
     assert not isinstance(_ref, _backend.FusedDistance) and not isinstance(_native, _backend.FusedDistance)

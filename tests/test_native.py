@@ -1,16 +1,15 @@
-"""The native backend (spatialstats._C) against the float64 reference: a randomized sweep over
-shapes, windows, modes, masks, batch shapes, auto/cross and dtypes; gradients; torch.library.opcheck
-on every op; bad input raising from C++; a large-index case. Every test runs on the CPU and, with a
-GPU, on CUDA."""
+"""What is particular to the native backend (spatialstats._C): its CPU instruction sets, windows of
+several CUDA forward chunks, torch.library.opcheck on every op, bad input raising from C++, the
+cost model's choice, large-index cases. Every test runs on the CPU and, with a GPU, on CUDA; the
+sweep against the reference that native shares with conv is in test_direct_backends.py."""
 
-import numpy as np
 import pytest
 import torch
 
 import spatialstats as ss
-from spatialstats import _backend, _native, _ref
+from spatialstats import _backend, _fft, _native, _ref
 
-from .conftest import assert_matches_reference, concrete_half_widths, make_mask, requires_cuda
+from .conftest import requires_cuda
 
 pytestmark = pytest.mark.skipif(
     _native.unavailable_reason(torch.device("cpu")) is not None,
@@ -20,10 +19,6 @@ pytestmark = pytest.mark.skipif(
 NATIVE_CUDA_MISSING = _native.unavailable_reason(torch.device("cuda"))
 requires_native_cuda = pytest.mark.skipif(NATIVE_CUDA_MISSING is not None, reason=f"{NATIVE_CUDA_MISSING}")
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=[requires_cuda, requires_native_cuda])]
-SHAPES = [(1,), (7,), (1, 1), (1, 7), (5, 5), (6, 4), (7, 11), (13, 8), (17, 3), (1, 1, 1), (3, 4, 5), (2, 5, 3)]
-CUTOFFS = [0, 1, "size", "beyond", None, "per-axis"]
-BATCHES = [1, 3]
-MASKS = ["none", "all-true", "sparse", "all-false"]
 # float32: direct sums in float32 flushed to float64 (CPU) or float32 tiles (CUDA), values in [0, 1].
 TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-13)}
 OPS = torch.ops.spatialstats
@@ -31,68 +26,6 @@ OPS = torch.ops.spatialstats
 
 def random_fields(gen, *shape, dtype=torch.float64, device="cpu"):
     return torch.rand(*shape, dtype=torch.float64, generator=gen).to(device=device, dtype=dtype)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_native_matches_reference(shape, periodic, device):
-    rng = np.random.default_rng(SHAPES.index(shape) * 2 + periodic)
-    for cutoff in CUTOFFS:
-        batch = BATCHES[rng.integers(len(BATCHES))]
-        mask = make_mask(MASKS[rng.integers(len(MASKS))], shape, rng)
-        pairs = ((0, 0),) if rng.random() < 0.5 else ((0, 1), (1, 1))
-        fields = torch.from_numpy(rng.random((batch, 2, *shape)))
-        half_widths = concrete_half_widths(cutoff, shape, periodic)
-        for dtype, tolerance in TOLERANCES.items():
-            assert_matches_reference(
-                "native",
-                fields.to(dtype),
-                pairs,
-                half_widths,
-                periodic,
-                None if mask is None else mask[None],
-                tolerance,
-                device,
-            )
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("periodic", [True, False])
-def test_native_batched_and_weighted_masks(periodic, device):
-    """Masks with one entry per batch element, bool and [0, 1] weights, through the backend interface."""
-    gen = torch.Generator().manual_seed(3)
-    fields = random_fields(gen, 3, 2, 6, 9, device=device)
-    pairs = ((0, 0), (1, 0), (0, 1))
-    for mask in (torch.rand(3, 6, 9, generator=gen) < 0.5, torch.rand(3, 6, 9, generator=gen).double()):
-        mask = mask.to(device)
-        options = dict(half_widths=(2, 5), periodic=periodic)
-        expected = _ref.two_point(fields.cpu(), pairs=pairs, mask=mask.cpu(), **options)
-        torch.testing.assert_close(_native.two_point(fields, pairs=pairs, mask=mask, **options).cpu(), expected)
-        expected_counts = _ref.pair_counts(mask.cpu(), spatial_shape=(6, 9), **options)
-        torch.testing.assert_close(_native.pair_counts(mask, spatial_shape=(6, 9), **options).cpu(), expected_counts)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_native_multiphase_pairs(device):
-    labels = torch.from_numpy(np.random.default_rng(3).integers(0, 3, (2, 9, 7))).to(device)
-    for periodic in (True, False):
-        expected = ss.two_point_all(labels.cpu(), pairs="all", cutoff=4, periodic=periodic, backend="reference")
-        result = ss.two_point_all(labels, pairs="all", cutoff=4, periodic=periodic, backend="native")
-        assert result.pairs == expected.pairs
-        torch.testing.assert_close(result.stats.cpu(), expected.stats.float(), **TOLERANCES[torch.float32])
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_inputs_compute_in_float32(dtype, device):
-    x = torch.rand(2, 3, 40, 37).to(device, dtype).requires_grad_()
-    stats = _native.two_point(x, pairs=((0, 0), (1, 2)), half_widths=(3, 4), periodic=True)
-    expected = _ref.two_point(x.detach().cpu().double(), pairs=((0, 0), (1, 2)), half_widths=(3, 4), periodic=True)
-    assert stats.dtype == torch.float32
-    torch.testing.assert_close(stats.cpu().double(), expected, rtol=1e-5, atol=1e-6)
-    stats.sum().backward()
-    assert x.grad.dtype == dtype and x.grad.shape == x.shape
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
@@ -122,64 +55,22 @@ def test_cpu_instruction_set_must_be_known(monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(
-    "shape, window", [((5, 6), (2, 4)), ((3, 4, 5), (1, 2, 3)), ((7,), (9,))], ids=["2d", "3d", "1d"]
-)
 @pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
-@pytest.mark.parametrize("with_mask", [False, True], ids=["", "mask"])
-def test_native_gradcheck(shape, window, periodic, with_mask, device):
-    gen = torch.Generator().manual_seed(5)
-    fields = random_fields(gen, 2, 2, *shape, device=device).requires_grad_()
-    mask = (torch.rand(2, *shape, generator=gen) < 0.7).to(device) if with_mask else None
-    pairs = ((0, 0), (0, 1), (1, 0))
-
-    def statistics(f):
-        return _native.two_point(f, pairs=pairs, mask=mask, half_widths=window, periodic=periodic)
-
-    assert torch.autograd.gradcheck(statistics, (fields,))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "open"])
-def test_native_second_derivatives(periodic, device):
-    gen = torch.Generator().manual_seed(8)
-    fields = random_fields(gen, 1, 2, 5, 4, device=device).requires_grad_()
-    mask = (torch.rand(1, 5, 4, generator=gen) < 0.8).to(device)
-    pairs = ((0, 0), (1, 0))
-    assert torch.autograd.gradgradcheck(
-        lambda f: _native.two_point(f, pairs=pairs, mask=mask, half_widths=(2, 5), periodic=periodic), (fields,)
-    )
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("periodic", [True, False])
-def test_native_gradient_equals_reference_gradient(periodic, device):
-    gen = torch.Generator().manual_seed(12)
-    x = random_fields(gen, 3, 7, 9, 5)
-    weight = random_fields(gen, 3, 7, 5, 5)
-    mask = torch.rand(7, 9, 5, generator=gen) < 0.8
-    grads = []
-    for backend, on in (("reference", "cpu"), ("native", device)):
-        leaf = x.to(on).requires_grad_()
-        stats = ss.two_point(
-            leaf, spatial_dims=3, cutoff=(3, 2, 2), periodic=periodic, mask=mask.to(on), backend=backend
-        )
-        (stats * weight.to(on)).sum().backward()
-        grads.append(leaf.grad.cpu())
-    torch.testing.assert_close(grads[1], grads[0], **TOLERANCES[torch.float64])
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_native_loss_trains(device):
-    gen = torch.Generator().manual_seed(6)
-    pred = random_fields(gen, 4, 2, 16, 16, dtype=torch.float32, device=device).softmax(1).requires_grad_()
-    target = random_fields(gen, 4, 2, 16, 16, dtype=torch.float32, device=device).round()
-    loss_fn = ss.TwoPointLoss(cutoff=3, pairs="all", backend="native")
-    loss = loss_fn(pred, target)
-    loss.backward()
-    expected = ss.TwoPointLoss(cutoff=3, pairs="all", backend="reference")(pred.detach().double(), target.double())
-    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
-    assert pred.grad is not None and bool(torch.isfinite(pred.grad).all())
+def test_native_windows_of_several_chunks(periodic, device):
+    """Windows of several CUDA forward chunks (32 displacements a side) on both sides of ry = 0 and
+    along rx, auto and cross pairs, forward and gradient, against the fft backend in float64."""
+    gen = torch.Generator().manual_seed(13)
+    fields = random_fields(gen, 1, 2, 90, 84)
+    weights = random_fields(gen, 1, 3, 81, 73) if periodic else random_fields(gen, 1, 3, 141, 73)
+    half_widths = (40, 36) if periodic else (70, 36)
+    pairs = ((0, 0), (0, 1), (1, 1))
+    results = []
+    for module, on in ((_fft, "cpu"), (_native, device)):
+        leaf = fields.to(on).requires_grad_()
+        stats = module.two_point(leaf, pairs=pairs, half_widths=half_widths, periodic=periodic)
+        (grad,) = torch.autograd.grad(stats, leaf, weights.to(on))
+        results.append((stats.cpu(), grad.cpu()))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-10, atol=1e-12)
 
 
 def opcheck_arguments(device):

@@ -6,8 +6,8 @@ import torch
 
 import spatialstats as ss
 
-ALL = ["reference", "fft", "native", "triton"]
-FUNC = ["reference", "fft", "native"]
+ALL = ["reference", "fft", "native", "triton", "conv"]
+FUNC = ["reference", "fft", "native", "conv"]
 
 
 def require(backend):

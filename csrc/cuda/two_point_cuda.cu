@@ -7,7 +7,9 @@
 //           in shared memory. Thread (group, ry block, rx) sums QY consecutive ry at one rx over the
 //           tile columns of its group, sliding down the rows: one shared load of b and one of a per
 //           QY multiply-adds. Its partial sums go out with one atomicAdd per ry.
-//           An auto pair skips the chunks before the window's centre (ops.cpp mirrors them).
+//           The chunks (forward_chunks.h) have a boundary at ry = 0, so that an auto pair skips
+//           every chunk before the window's centre: it computes ky + 1 of the 2 ky + 1 rows of a
+//           2D window (ops.cpp mirrors the others).
 // backward  A block owns a 32 x 32 tile of output positions of one (b, c); thread (ty, tx) computes
 //           rows 4 ty .. 4 ty + 3 of column tx. For each gradient term, rz and chunk of at most
 //           32 x 32 kernel weights it stages the partner's halo tile and the weights in shared
@@ -23,12 +25,12 @@
 #include <algorithm>
 
 #include "../two_point.h"
+#include "forward_chunks.h"
 
 namespace spatialstats {
 namespace {
 
 constexpr int kTile = 32;            // positions per tile side
-constexpr int kMaxChunk = 32;        // displacements per chunk side
 constexpr int kThreads = 256;
 constexpr int kMinBlocksPerSM = 2;   // lets ptxas use up to 128 registers: no spills in any kernel
 constexpr int kMaxRowsPerThread = 8;  // forward: QY
@@ -117,47 +119,36 @@ struct PairTable {
   int first[kMaxPairsPerLaunch], second[kMaxPairsPerLaunch];
 };
 
-// Whether every displacement of the chunk comes before the window's centre in row-major order: an
-// auto pair skips such a chunk (ops.cpp mirrors the values).
-__device__ __forceinline__ bool chunk_before_centre(const Shape& s, int rz, int ry_last, int rx_last) {
-  const int64_t last = ((int64_t(rz) + s.kz) * (2 * s.ky + 1) + ry_last + s.ky) * (2 * s.kx + 1) + rx_last + s.kx;
-  return last < (s.window_points() - 1) / 2;
-}
-
 struct ForwardLaunch {
-  int chunk_rows, chunk_cols;   // displacements (ry, rx) per chunk
-  int y_chunks, x_chunks;       // chunks along ry and rx
+  WindowChunks window;
   int row_blocks;               // thread rows per chunk, each summing rows_per_thread (QY) ry
   int rows_per_thread;
   int groups;                   // thread groups that split a tile's columns
   int threads;
   int64_t tiles_y, tiles_x, tiles;  // position tiles (tiles = Z * tiles_y * tiles_x)
   int64_t tile_groups;              // block t of a chunk takes tiles t, t + tile_groups, ...
-  int64_t chunks;                   // (2 kz + 1) * y_chunks * x_chunks
+  int64_t chunks;                   // window.count()
   int64_t total_pairs;              // P of the output
   int shared_bytes;
 };
 
 ForwardLaunch forward_launch(const Geometry& g, int64_t total_pairs, int64_t grid_y, int element_bytes) {
   ForwardLaunch L{};
-  L.y_chunks = static_cast<int>(ceil_div(2 * g.ky + 1, kMaxChunk));
-  L.chunk_rows = static_cast<int>(ceil_div(2 * g.ky + 1, L.y_chunks));
-  L.x_chunks = static_cast<int>(ceil_div(2 * g.kx + 1, kMaxChunk));
-  L.chunk_cols = static_cast<int>(ceil_div(2 * g.kx + 1, L.x_chunks));
-  L.row_blocks = static_cast<int>(ceil_div(L.chunk_rows, kMaxRowsPerThread));
-  L.rows_per_thread = static_cast<int>(ceil_div(L.chunk_rows, L.row_blocks));
-  const int slots = L.row_blocks * L.chunk_cols;
+  L.window = window_chunks(static_cast<int>(g.kz), static_cast<int>(g.ky), static_cast<int>(g.kx));
+  L.row_blocks = static_cast<int>(ceil_div(L.window.rows, kMaxRowsPerThread));
+  L.rows_per_thread = static_cast<int>(ceil_div(L.window.rows, L.row_blocks));
+  const int slots = L.row_blocks * L.window.cols;
   L.groups = 1;  // a power of two, so that the groups share the tile's kTile columns evenly
   while (2 * L.groups <= std::min(kTile, kThreads / slots)) L.groups *= 2;
   L.threads = static_cast<int>(ceil_div(L.groups * slots, 32) * 32);
   L.tiles_y = ceil_div(g.Y, kTile);
   L.tiles_x = ceil_div(g.X, kTile);
   L.tiles = g.Z * L.tiles_y * L.tiles_x;
-  L.chunks = (2 * g.kz + 1) * L.y_chunks * L.x_chunks;
+  L.chunks = L.window.count();
   const int64_t target_blocks = 8 * static_cast<int64_t>(multiprocessors());
   L.tile_groups = std::clamp<int64_t>(ceil_div(target_blocks, L.chunks * grid_y), 1, L.tiles);
   L.total_pairs = total_pairs;
-  const int b_rows = kTile + L.row_blocks * L.rows_per_thread - 1, b_cols = kTile + L.chunk_cols - 1;
+  const int b_rows = kTile + L.row_blocks * L.rows_per_thread - 1, b_cols = kTile + L.window.cols - 1;
   L.shared_bytes = (kTile * kTile + b_rows * b_cols) * element_bytes;
   return L;
 }
@@ -169,24 +160,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   acc_t* a_tile = reinterpret_cast<acc_t*>(shared_bytes);  // kTile x kTile
   acc_t* b_tile = a_tile + kTile * kTile;                    // b_rows x b_cols
-  const int b_rows = kTile + L.row_blocks * QY - 1, b_cols = kTile + L.chunk_cols - 1;
+  const int b_rows = kTile + L.row_blocks * QY - 1, b_cols = kTile + L.window.cols - 1;
 
-  const int64_t chunk = blockIdx.x % L.chunks, tile_group = blockIdx.x / L.chunks;
-  const int rz = static_cast<int>(chunk / (L.y_chunks * L.x_chunks)) - s.kz;
-  const int ry0 = static_cast<int>(chunk / L.x_chunks % L.y_chunks) * L.chunk_rows - s.ky;
-  const int rx0 = static_cast<int>(chunk % L.x_chunks) * L.chunk_cols - s.kx;
-  const int ry_end = min(ry0 + L.chunk_rows, s.ky + 1), rx_end = min(rx0 + L.chunk_cols, s.kx + 1);
-
-  const int slots = L.row_blocks * L.chunk_cols;
+  const Chunk chunk = chunk_at(L.window, blockIdx.x % L.chunks);
+  const int64_t tile_group = blockIdx.x / L.chunks;
+  const int slots = L.row_blocks * L.window.cols;
   const int group = threadIdx.x / slots, slot = threadIdx.x % slots;
-  const int first_row = slot / L.chunk_cols * QY, col = slot % L.chunk_cols;  // within the chunk
+  const int first_row = slot / L.window.cols * QY, col = slot % L.window.cols;  // within the chunk
   const bool computes = group < L.groups;
-  const bool before_centre = chunk_before_centre(s, rz, ry_end - 1, rx_end - 1);
+  const bool skip_auto = before_centre(chunk);
 
   for (int64_t bp = blockIdx.y; bp < batch * pairs.count; bp += gridDim.y) {
     const int64_t b = bp / pairs.count;
     const int p = static_cast<int>(bp % pairs.count);
-    if (before_centre && pairs.first[p] == pairs.second[p]) continue;  // the same for the whole block
+    if (skip_auto && pairs.first[p] == pairs.second[p]) continue;  // the same for the whole block
     const scalar_t* field_i = fields + (b * s.channels + pairs.first[p]) * s.plane;
     const scalar_t* field_j = fields + (b * s.channels + pairs.second[p]) * s.plane;
     const acc_t* m = mask == nullptr ? nullptr : mask + (s.mask_batched ? b * s.plane : 0);
@@ -194,11 +181,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
     for (int64_t tile = tile_group; tile < L.tiles; tile += L.tile_groups) {
       const int64_t z = tile / (L.tiles_y * L.tiles_x);
       const int64_t y0 = tile / L.tiles_x % L.tiles_y * kTile, x0 = tile % L.tiles_x * kTile;
-      const int64_t partner_z = wrap_or_outside(z + rz, s.Z, s.periodic);
+      const int64_t partner_z = wrap_or_outside(z + chunk.rz, s.Z, s.periodic);
       if (partner_z < 0) continue;  // the same for the whole block
       __syncthreads();              // the previous tiles are consumed
       load_tile(a_tile, kTile, kTile, field_i, m, s, z, y0, x0, false);
-      load_tile(b_tile, b_rows, b_cols, field_j, m, s, partner_z, y0 + ry0, x0 + rx0, s.periodic);
+      load_tile(b_tile, b_rows, b_cols, field_j, m, s, partner_z, y0 + chunk.ry0, x0 + chunk.rx0, s.periodic);
       __syncthreads();
       if (!computes) continue;
       for (int x = group; x < kTile; x += L.groups) {
@@ -207,14 +194,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM)
                                   [&](int y) { return a_tile[y * kTile + x]; });
       }
     }
-    if (computes && rx0 + col < rx_end) {
+    if (computes && chunk.rx0 + col < chunk.rx_end) {
       const int64_t WY = 2 * s.ky + 1, WX = 2 * s.kx + 1;
-      acc_t* out = sums + ((b * L.total_pairs + pairs.first_pair + p) * (2 * s.kz + 1) + rz + s.kz) * WY * WX +
-                   (rx0 + col + s.kx);
+      acc_t* out = sums + ((b * L.total_pairs + pairs.first_pair + p) * (2 * s.kz + 1) + chunk.rz + s.kz) * WY * WX +
+                   (chunk.rx0 + col + s.kx);
 #pragma unroll
       for (int q = 0; q < QY; ++q) {
-        const int ry = ry0 + first_row + q;
-        if (ry < ry_end) atomicAdd(out + (ry + s.ky) * WX, acc[q]);
+        const int ry = chunk.ry0 + first_row + q;
+        if (ry >= chunk.ry_begin && ry < chunk.ry_end) atomicAdd(out + (ry + s.ky) * WX, acc[q]);
       }
     }
   }
