@@ -20,7 +20,7 @@ reconstruction and of the original over the window W (periodic, every displaceme
   the statistics, whose gradient vanishes at the optimum and whose size, after the
   normalisation, balances the KL term as in the authors' runs at beta = 1.
 
-Measured in the demo-cpu setting (64x64 lines, 8 epochs, 800 test images): "paper-equation"
+Measured in the first demo-cpu setting (64x64 lines, 8 epochs, 800 test images): "paper-equation"
 collapses the posterior (the norm is about 0.7 against the KL, which falls to 2e-4 nats;
 orientation preserved 53%, chance); "authors-code" has the lowest two-point MSE by the paper's
 soft-indicator metric (mean 6.6e-5, "normalized" 1.05e-4, the pixel-loss VAE 1.5e-4) but its
