@@ -94,9 +94,9 @@ def counts_without_mask(spatial_shape, half_widths, periodic, device=None):
 
 
 def counts_from_correlation(counts, mask):
-    """N(r) from a correlation of the mask with itself computed in float64 (B, *window): integers for
-    a boolean mask (so N(r) = 0 is exact and gives S = 0); for [0, 1] weights, 0 where the sum is
-    zero up to round-off."""
+    """N(r) from a correlation of the mask with itself (B, *window), by transforms or direct sums:
+    integers for a boolean mask (so N(r) = 0 is exact and gives S = 0); for [0, 1] weights, 0 where
+    the sum is zero up to round-off."""
     if mask.dtype == torch.bool:
         return counts.round()
     total = mask.to(torch.float64).flatten(1).square().sum(1).reshape((-1,) + (1,) * (counts.ndim - 1))

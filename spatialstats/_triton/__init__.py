@@ -15,6 +15,7 @@ import torch
 from .._common import (
     cached,
     computed_half_widths,
+    counts_from_correlation,
     counts_without_mask,
     divide_by_counts,
     flat_pairs,
@@ -80,7 +81,7 @@ def _mask_counts(mask, computed, periodic, dtype):
     half_widths3 = [0] * (3 - d) + list(computed)
     counts, _ = correlate(_as_3d(weights, d), [0, 0], half_widths3, periodic, "tf32" if exact else _precision(dtype))
     counts = counts.reshape(mask.shape[0], *(2 * k + 1 for k in computed))
-    return counts.round() if mask.dtype == torch.bool else counts
+    return counts_from_correlation(counts, mask)
 
 
 @cached()
